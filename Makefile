@@ -1,0 +1,28 @@
+# `make book`: set up and build the book (executing every chapter on the offline model).
+# `make test`: set up and run all tests (unit tests, then every chapter with nbmake).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+book: setup
+	$(BIN)/jupyter-book build book/
+
+test: setup
+	$(BIN)/pytest
+
+sync:  # rewrite each chapter's .ipynb from its .md source (outputs stripped)
+	$(BIN)/jupytext --to ipynb book/chapters/*.md book/appendix/*.md
+
+clean:
+	rm -rf _build book/_build
+
+.PHONY: setup book test sync clean

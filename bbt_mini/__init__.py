@@ -1,0 +1,16 @@
+"""bbt_mini: Black-Box Tuning of language models, small enough to read.
+
+Modules, in the order the book introduces them:
+
+* :mod:`bbt_mini.models`: load the frozen model (offline default: SmolLM2-135M);
+* :mod:`bbt_mini.tasks`: tasks, templates, label words, k-shot splits;
+* :mod:`bbt_mini.blackbox`: the model as a metered service (LMaaS);
+* :mod:`bbt_mini.projection`: ``p = A z + p0`` and the samplers for ``A``;
+* :mod:`bbt_mini.cmaes` and :mod:`bbt_mini.optimizers`: CMA-ES and friends;
+* :mod:`bbt_mini.bbt` and :mod:`bbt_mini.bbtv2`: the two methods;
+* :mod:`bbt_mini.baselines`, :mod:`bbt_mini.cost`: what the methods are measured against;
+* :mod:`bbt_mini.profiles`: small (CPU) and full (GPU, the papers') experiment sizes.
+
+Nothing is downloaded or seeded at import time.
+"""
+__version__ = "0.1.0"

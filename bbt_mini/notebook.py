@@ -1,0 +1,48 @@
+"""Small helpers for the book's chapters: set-up, numbers into the prose, figures.
+
+``glue`` stores a computed value so that the chapter's text can quote it (myst-nb's
+``{glue:text}`` role); outside a book build (Colab, plain Jupyter) it does nothing more
+than return the value, so a chapter runs anywhere.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def glue(name: str, value, display: bool = False):
+    """Make ``value`` quotable in the chapter's text as ``{glue:text}`name```."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:  # Colab or plain Jupyter: nothing to glue into
+        return value
+    _glue(name, value, display=display)
+    return value
+
+
+def describe(profile) -> str:
+    """One line saying which profile the numbers below come from."""
+    label = "SMALL (2 CPU cores, minutes; fewer calls, shots and prompt tokens than the papers)" \
+        if profile.name == "small" else "FULL (the papers' settings, for a GPU)"
+    return (f"profile: {label}\n  L={profile.prompt_length}, d={profile.intrinsic_dim}, population={profile.popsize}, "
+            f"budget={profile.budget} calls, k={profile.k_shot} per class, "
+            f"test={'all' if profile.test_size is None else profile.test_size} examples, seeds={list(profile.seeds)}")
+
+
+def style() -> None:
+    """A plain, readable matplotlib style for every figure in the book."""
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.figsize": (7.5, 4.0), "figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
+                         "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False})
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and (population) standard deviation of a list of numbers."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std())
+
+
+def in_colab() -> bool:
+    return "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ

@@ -1,0 +1,126 @@
+"""Derivative-free optimisers over ``z``, all behind one ``ask``/``tell`` interface.
+
+* ``cma``: pycma's CMA-ES (Hansen et al.), full covariance: what BBT runs on;
+* ``sep-cma``: pycma with a diagonal covariance (Ros & Hansen, 2008), cheaper per step;
+* ``mini-cma``: the book's own :class:`bbt_mini.cmaes.CMAES`, for teaching;
+* ``random``: random search, every candidate drawn afresh from ``N(0, sigma0^2 I)``: the
+  baseline that shows what CMA-ES's adaptation buys.
+
+An optimiser is plain numpy over vectors: it never sees the model. Its whole state can be
+pickled (see :meth:`Optimizer.state` / :func:`restore`), which is what checkpoints save.
+"""
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+
+from .cmaes import CMAES
+
+OPTIMIZERS = ("cma", "sep-cma", "mini-cma", "random")
+
+
+class Optimizer:
+    """``ask()`` -> (popsize, d) candidates; ``tell(X, losses)``; minimises."""
+
+    popsize: int
+
+    def ask(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def tell(self, X: np.ndarray, losses: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def state(self) -> bytes:
+        """Everything needed to continue exactly where it stopped."""
+        return pickle.dumps(self)
+
+
+def restore(state: bytes) -> Optimizer:
+    """The optimiser saved by :meth:`Optimizer.state`."""
+    return pickle.loads(state)
+
+
+class PyCMA(Optimizer):
+    """pycma's ``CMAEvolutionStrategy``, with a random generator of its own.
+
+    pycma samples with ``opts["randn"]`` (numpy's global generator by default) and seeds the
+    global generator at start. Here each instance samples from its own ``RandomState`` and
+    keeps the global generator's state for whatever else pycma draws, so several instances
+    (BBTv2 has one per layer) stay independent and a pickled one continues exactly.
+    """
+
+    def __init__(self, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None,
+                 diagonal: bool = False):
+        import cma
+
+        if seed <= 0:
+            raise ValueError("pycma reads seed 0 as 'seed from the clock'; use seeds from 1")
+        opts = {"popsize": popsize, "seed": seed, "verbose": -9, "CMA_diagonal": diagonal,
+                "tolfun": 0, "tolflatfitness": 10**9, "tolfunhist": 0, "tolx": 0, "tolstagnation": 10**9}
+        if bound:
+            opts["bounds"] = [-bound, bound]
+        self._random = np.random.RandomState(seed)
+        opts["randn"] = self._random.randn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.es = cma.CMAEvolutionStrategy(np.zeros(d), sigma0, opts)
+        self.popsize = popsize
+        self._np_state = np.random.get_state()
+
+    def ask(self) -> np.ndarray:
+        np.random.set_state(self._np_state)
+        X = np.array(self.es.ask())
+        self._np_state = np.random.get_state()
+        return X
+
+    def tell(self, X, losses) -> None:
+        np.random.set_state(self._np_state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.es.tell(list(X), list(map(float, losses)))
+        self._np_state = np.random.get_state()
+
+
+class MiniCMA(Optimizer):
+    """The book's own CMA-ES (no bounds: candidates are clipped to them if given)."""
+
+    def __init__(self, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None):
+        self.es = CMAES(np.zeros(d), sigma0, popsize, rng=np.random.default_rng(seed))
+        self.popsize, self.bound = popsize, bound
+
+    def ask(self) -> np.ndarray:
+        X = self.es.ask()
+        return np.clip(X, -self.bound, self.bound) if self.bound else X
+
+    def tell(self, X, losses) -> None:
+        self.es.tell(X, losses)
+
+
+class RandomSearch(Optimizer):
+    """Independent draws from ``N(0, sigma0^2 I)`` (clipped to the bound, if any): no adaptation."""
+
+    def __init__(self, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None):
+        self.d, self.sigma0, self.popsize, self.bound = d, sigma0, popsize, bound
+        self.rng = np.random.default_rng(seed)
+
+    def ask(self) -> np.ndarray:
+        X = self.sigma0 * self.rng.standard_normal((self.popsize, self.d))
+        return np.clip(X, -self.bound, self.bound) if self.bound else X
+
+    def tell(self, X, losses) -> None:
+        pass
+
+
+def make_optimizer(name: str, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None) -> Optimizer:
+    """One of :data:`OPTIMIZERS`, seeded."""
+    if name == "cma":
+        return PyCMA(d, sigma0, popsize, seed, bound)
+    if name == "sep-cma":
+        return PyCMA(d, sigma0, popsize, seed, bound, diagonal=True)
+    if name == "mini-cma":
+        return MiniCMA(d, sigma0, popsize, seed, bound)
+    if name == "random":
+        return RandomSearch(d, sigma0, popsize, seed, bound)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")

@@ -1,0 +1,105 @@
+"""One run of one method: what the command line and the chapters call.
+
+:func:`run` prepares a task, a model and a seed, runs a method (``manual``, ``icl``, ``bbt``,
+``bbtv2``, ``prompt_tuning``, ``feature_mlp``) and returns its JSON-ready result.
+
+:func:`cached_run` is the same with a memory: results are kept under
+``$BBT_MINI_CACHE/runs`` keyed by every argument, the profile's sizes and a hash of the
+package's source, so an identical run later (another chapter, a rebuilt book) is read back
+instead of recomputed, and a changed setting or changed code never reuses an old result.
+Set ``BBT_RECOMPUTE=1`` to ignore the memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .models import cache_dir
+from .profiles import Profile, get_profile
+
+METHODS = ("manual", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
+CONFIG_FIELDS = ("budget", "prompt_length", "intrinsic_dim", "popsize", "sigma0", "alpha", "sampler", "optimizer",
+                 "loss", "bound", "eval_every", "p0")
+
+
+def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, profile: str | Profile | None = None,
+        variant: str | None = None, placement: str = "prepend", k: int | None = None,
+        test_size: int | None | str = "profile", checkpoint=None, resume: bool = False, progress: bool = True,
+        device=None, dtype=None, method_kw: dict | None = None, **config) -> dict:
+    """Run ``method`` once. ``config`` overrides BBT/BBTv2 settings (``budget=``, ``sampler=``...);
+    ``method_kw`` passes options to a baseline (``steps=``, ``per_class=``...)."""
+    from . import baselines
+    from .bbt import BBTConfig, run_bbt
+    from .bbtv2 import BBTv2Config, run_bbtv2
+    from .experiment import prepare
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    unknown = set(config) - set(CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}; BBT/BBTv2 take {CONFIG_FIELDS}")
+    if seed < 1:
+        raise ValueError("seed must be 1 or more (pycma reads 0 as 'seed from the clock')")
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    setup = prepare(task, model, seed, profile, variant=variant, placement=placement, k=k, test_size=test_size,
+                    device=device, dtype=dtype)
+    kw = dict(method_kw or {})
+    if method == "manual":
+        return baselines.manual_prompt(setup)
+    if method == "icl":
+        return baselines.in_context(setup, **kw)
+    if method == "prompt_tuning":
+        kw.setdefault("prompt_length", config.get("prompt_length", profile.prompt_length))
+        return baselines.prompt_tuning(setup, progress=progress, **kw)
+    if method == "feature_mlp":
+        return baselines.feature_mlp(setup, **kw)
+    if method == "bbt":
+        return run_bbt(setup, BBTConfig.from_profile(profile, **config), checkpoint=checkpoint, resume=resume,
+                       progress=progress)
+    return run_bbtv2(setup, BBTv2Config.from_profile(profile, **config), checkpoint=checkpoint, resume=resume,
+                     progress=progress)
+
+
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    """A hash of the package's source files: results computed by other code are not reused."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1,
+               profile: str | Profile | None = None, **kwargs) -> dict:
+    """:func:`run`, or its stored result if this exact run was done before (see the module doc).
+
+    The result says where it came from: ``result["cached"]`` is True when it was read back.
+    Stored results have no ``_prompt`` (the tuned prompt itself); call :func:`run` if you need it.
+    """
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    if not isinstance(task, str):
+        raise ValueError("cached_run takes a registered task name; call run() for other tasks")
+    settings = {k: v for k, v in kwargs.items() if k != "progress"}  # a progress bar changes no result
+    key = json.dumps({"method": method, "task": task, "model": str(model), "seed": seed,
+                      "profile": dataclasses.asdict(profile), "kwargs": settings, "source": source_hash()},
+                     sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    path = cache_dir() / "runs" / f"{task}-{method}-s{seed}-{digest}.json"
+    if path.exists() and os.environ.get("BBT_RECOMPUTE") != "1":
+        result = json.loads(path.read_text())
+        result["cached"] = True
+        return result
+    result = run(method, task, model, seed, profile, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from .bbt import to_json
+
+    tmp = path.with_suffix(".tmp")
+    to_json(result, tmp)
+    os.replace(tmp, path)
+    result["cached"] = False
+    return result

@@ -1,0 +1,35 @@
+"""The book's sources: every chapter's .md and .ipynb say the same, and no outputs are committed."""
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "book").glob("*/[0-9a-z]*.md"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.stem)
+def test_notebook_pair_in_sync_and_without_outputs(md):
+    ipynb = md.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} is missing: run `make sync`"
+    text, stored = jupytext.read(md), nbformat.read(ipynb, as_version=4)
+    assert _cells(text) == _cells(stored), f"{ipynb.name} differs from {md.name}: run `make sync`"
+    for cell in stored.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{ipynb.name} has committed outputs"
+
+
+def test_toc_lists_existing_pages_and_book_toc_is_the_top_level_one():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    assert (ROOT / "book" / "_toc.yml").resolve() == (ROOT / "_toc.yml").resolve()
+    files = [toc["root"]] + [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    for f in files:
+        assert any((ROOT / "book" / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f
+    chapters = {p.with_suffix("").relative_to(ROOT / "book").as_posix() for p in SOURCES}
+    assert chapters <= set(files), f"chapters missing from the table of contents: {chapters - set(files)}"

@@ -1,0 +1,44 @@
+"""The cost model and the curve helpers."""
+import math
+
+import numpy as np
+import pytest
+
+from bbt_mini.cost import PRICES, best_so_far, calls_to_target, cost_table, dollars, loss_at, tokens_per_call
+
+CURVE = [{"calls": 10, "train_loss": 0.7, "dev_acc": 0.5}, {"calls": 20, "train_loss": 0.6},
+         {"calls": 30, "train_loss": 0.65, "dev_acc": 0.7}, {"calls": 40, "train_loss": 0.5, "dev_acc": 0.6}]
+
+
+def test_dollars_and_tables():
+    assert dollars(2_000_000, 1.0) == 2.0
+    assert math.isclose(dollars(123_456, 0.1), 0.0123456)
+    with pytest.raises(ValueError):
+        dollars(-1, 1.0)
+    r = {"meter": {"tokens": 1_000_000, "calls": 250}}
+    assert tokens_per_call(r) == 4000
+    table = cost_table(r)
+    assert set(table) == set(PRICES) and sorted(table.values()) == sorted(PRICES.values())
+    with pytest.raises(ValueError, match="no metered calls"):
+        tokens_per_call({"meter": {"tokens": 0, "calls": 0}})
+
+
+def test_curve_helpers():
+    calls, best = best_so_far(CURVE)
+    assert calls.tolist() == [10, 30, 40] and best.tolist() == [0.5, 0.7, 0.7]
+    assert calls_to_target(CURVE, 0.7) == 30 and calls_to_target(CURVE, 0.8) == math.inf
+    np.testing.assert_allclose(loss_at(CURVE, np.array([5, 10, 25, 40])), [np.nan, 0.7, 0.6, 0.5])
+    with pytest.raises(ValueError, match="no 'test_acc'"):
+        best_so_far(CURVE, "test_acc")
+
+
+def test_paper_table_and_results_table():
+    from bbt_mini.paper import PAPER_TABLE, paper_table, results_table
+
+    text = paper_table()
+    assert "| BBTv2 | 90.33 |" in text and text.count("\n") == len(PAPER_TABLE) + 1
+    assert abs(np.mean(PAPER_TABLE["BBTv2"]) - 79.01) < 0.01 and abs(np.mean(PAPER_TABLE["BBT"]) - 71.90) < 0.01
+    results = [{"method": "bbt", "task": "rte", "test_accuracy": a, "config": {"optimizer": "cma"}} for a in (0.5, 0.6)]
+    results.append({"method": "manual", "task": "mrpc", "test_accuracy": 0.1, "test_f1": 0.7})
+    table = results_table(results, ("rte", "mrpc"))
+    assert "| BBT | 55.00 ± 5.00 (n=2) | - |" in table and "| manual prompt | - | 70.00 ± 0.00 (n=1) |" in table

@@ -1,0 +1,87 @@
+"""Tasks and k-shot splits: determinism, disjointness, balance, bad input, user CSVs."""
+import pytest
+
+from bbt_mini.experiment import prepare
+from bbt_mini.models import load_model
+from bbt_mini.tasks import OFFLINE_TASKS, csv_task, get_task, kshot_split
+
+
+@pytest.mark.parametrize("name", OFFLINE_TASKS)
+def test_split_is_seeded_balanced_and_disjoint(name):
+    task = get_task(name)
+    a, b = kshot_split(task, 4, seed=3, test_size=50), kshot_split(task, 4, seed=3, test_size=50)
+    assert a.train == b.train and a.dev == b.dev and a.test == b.test
+    c = kshot_split(task, 4, seed=4, test_size=50)
+    assert c.train != a.train and c.test == a.test  # another seed: new shots, same test set
+    for part in (a.train, a.dev):
+        counts = [sum(ex["label"] == k for ex in part) for k in range(len(task.classes))]
+        assert counts == [4] * len(task.classes)
+    texts = [set(ex["text"] for ex in part) for part in (a.train, a.dev, a.test)]
+    assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
+
+
+def test_full_test_set_is_used_without_test_size():
+    split = kshot_split("rotten_tomatoes", 2, seed=1)
+    assert len(split.test) == 2000 and split.info["test_total"] == 2000
+
+
+def test_k_larger_than_a_class_is_refused():
+    with pytest.raises(ValueError, match=r"class '\w+' of bbc_news has \d+ training examples; k=400 needs 800"):
+        kshot_split("bbc_news", 400, seed=1)
+
+
+def test_unknown_task_lists_the_choices():
+    with pytest.raises(ValueError, match="unknown task 'sst3'.*rotten_tomatoes.*sst2"):
+        get_task("sst3")
+
+
+def test_hub_task_without_hub_says_so():
+    with pytest.raises(RuntimeError, match="Hugging Face hub|datasets"):
+        kshot_split("sst2", 2, seed=1)
+
+
+def test_every_registered_verbalizer_names_fields_and_words():
+    for task in (get_task(n) for n in OFFLINE_TASKS + ("sst2", "rte", "snli", "dbpedia")):
+        for key, v in task.verbalizers.items():
+            assert len(v.words) == len(task.classes), (task.name, key)
+            assert v.fields, (task.name, key)
+            assert ("<mask>" in v.template) == key.startswith("masked"), (task.name, key)
+
+
+def test_offline_label_words_are_single_tokens_for_smollm2(smol):
+    for name in OFFLINE_TASKS:
+        for key, v in get_task(name).verbalizers.items():
+            if key.startswith("causal"):
+                assert all(isinstance(smol.token_id(w), int) for w in v.words)
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "mine.csv"
+    path.write_text(text)
+    return path
+
+
+def test_csv_task_end_to_end(tmp_path, smol):
+    rows = "\n".join(f"a {'lovely' if i % 2 else 'awful'} film number {i},{'pos' if i % 2 else 'neg'}"
+                     for i in range(40))
+    path = _write(tmp_path, "review,label\n" + rows + "\n")
+    task = csv_task(path, "Review: {review} It was", {"neg": " bad", "pos": " great"}, name="mine")
+    setup = prepare(task, smol, seed=2, profile="small", k=3, test_size=6)
+    assert len(setup.train) == 6 and len(setup.dev) == 6 and len(setup.test) == 6
+    assert setup.verbalizer.words == (" bad", " great")
+
+
+def test_csv_missing_column_and_unknown_label(tmp_path):
+    path = _write(tmp_path, "text,label\nnice,pos\n")
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['review'\]"):
+        csv_task(path, "Review: {review}", {"neg": " bad", "pos": " great"})
+    path = _write(tmp_path, "text,label\nnice,pos\nmeh,neutral\n")
+    with pytest.raises(ValueError, match="line 3: label 'neutral' is not one of"):
+        csv_task(path, "Review: {text}", {"neg": " bad", "pos": " great"})
+    with pytest.raises(ValueError, match="names no column"):
+        csv_task(path, "Review:", {"neg": " bad", "pos": " great"})
+
+
+def test_unknown_model_lists_the_choices():
+    with pytest.raises(ValueError, match="unknown model 'no-such-model'.*smollm2"):
+        load_model("no-such-model", device="cpu")
