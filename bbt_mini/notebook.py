@@ -6,9 +6,18 @@ than return the value, so a chapter runs anywhere.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
+
+
+def plain(value):
+    """A numpy scalar as the Python number it holds; anything else unchanged.
+
+    myst-nb formats glued numbers from their ``repr``, and ``repr(np.float64(0.5))`` is
+    ``'np.float64(0.5)'`` since numpy 2, which ``{glue:text}`x:.3f``` cannot parse.
+    """
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return value.item()
+    return value
 
 
 def glue(name: str, value, display: bool = False):
@@ -17,7 +26,7 @@ def glue(name: str, value, display: bool = False):
         from myst_nb import glue as _glue
     except ImportError:  # Colab or plain Jupyter: nothing to glue into
         return value
-    _glue(name, value, display=display)
+    _glue(name, plain(value), display=display)
     return value
 
 
@@ -42,7 +51,3 @@ def mean_std(values) -> tuple[float, float]:
     """Mean and (population) standard deviation of a list of numbers."""
     v = np.asarray(values, dtype=float)
     return float(v.mean()), float(v.std())
-
-
-def in_colab() -> bool:
-    return "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ

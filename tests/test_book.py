@@ -2,9 +2,12 @@
 from pathlib import Path
 
 import jupytext
+import numpy as np
 import nbformat
 import pytest
 import yaml
+
+from bbt_mini.notebook import plain
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "book").glob("*/[0-9a-z]*.md"))
@@ -33,3 +36,16 @@ def test_toc_lists_existing_pages_and_book_toc_is_the_top_level_one():
         assert any((ROOT / "book" / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f
     chapters = {p.with_suffix("").relative_to(ROOT / "book").as_posix() for p in SOURCES}
     assert chapters <= set(files), f"chapters missing from the table of contents: {chapters - set(files)}"
+
+
+@pytest.mark.parametrize("value", [np.float64(0.4562), np.float32(17.5), np.int64(8), np.array(0.25)])
+def test_glued_numbers_are_plain_python_so_the_book_can_format_them(value):
+    # myst-nb parses a glued number back from its repr; numpy 2 writes 'np.float64(0.4562)'
+    out = plain(value)
+    assert type(out) in (float, int)
+    assert float(repr(out)) == pytest.approx(float(value))
+
+
+def test_glue_leaves_other_values_alone():
+    assert plain("rotten_tomatoes") == "rotten_tomatoes"
+    assert plain([1, 2]) == [1, 2]
