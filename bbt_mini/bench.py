@@ -144,6 +144,9 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
           examples: int = 16, prompt_length: int = 10, tokens: int = 64, task: str = "rotten_tomatoes",
           device=None, dtype=None, seed: int = 0) -> dict:
     """Time ``calls`` API calls the package's way and ``naive_calls`` the naive way; compare."""
+    for name, value in (("calls", calls), ("naive_calls", naive_calls), ("popsize", popsize), ("examples", examples)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
     device = default_device(device)
     fast_dtype = default_dtype(device, dtype)
     if model in SHAPES:
@@ -169,16 +172,17 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
     if method == "bbtv2":
         prompts[:, 1:] *= 0.1
 
-    # The naive way, timed on the first ``naive_calls`` candidates (a warm-up call first).
+    # The naive way: exactly ``naive_calls`` calls (candidates taken in turn from the
+    # population), one candidate per forward, after a warm-up call.
+    naive_prompts = torch.tensor(prompts[np.arange(naive_calls) % popsize], device=device)
     with torch.inference_mode():
-        naive_logits(naive_lm, service.label_ids, torch.tensor(prompts[:1], device=device), batch)
+        naive_logits(naive_lm, service.label_ids, naive_prompts[:1], batch)
         _sync(device)
         t = time.perf_counter()
-        ref = torch.cat([naive_logits(naive_lm, service.label_ids, torch.tensor(prompts[i:i + popsize], device=device),
-                                      batch) for i in range(0, naive_calls, popsize)][:naive_calls])
+        ref = naive_logits(naive_lm, service.label_ids, naive_prompts, batch)
         _sync(device)
         naive_s = (time.perf_counter() - t) / naive_calls
-    ref = ref.cpu().numpy()[:naive_calls]
+    ref = ref.cpu().numpy()
 
     # The package's timing.
     if device.type == "cuda":

@@ -1,8 +1,9 @@
 """Small helpers for the book's chapters: set-up, numbers into the prose, figures.
 
 ``glue`` stores a computed value so that the chapter's text can quote it (myst-nb's
-``{glue:text}`` role); outside a book build (Colab, plain Jupyter) it does nothing more
-than return the value, so a chapter runs anywhere.
+``{glue:text}`` role); outside a book build (Colab, plain Jupyter) it does nothing, so a
+chapter runs anywhere. It returns nothing, so that a glue as a cell's last line does not
+print a stray number under the cell.
 """
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ def plain(value):
     return value
 
 
-def glue(name: str, value, display: bool = False):
+def glue(name: str, value, display: bool = False) -> None:
     """Make ``value`` quotable in the chapter's text as ``{glue:text}`name```."""
     try:
         from myst_nb import glue as _glue
     except ImportError:  # Colab or plain Jupyter: nothing to glue into
-        return value
+        return None
     _glue(name, plain(value), display=display)
-    return value
+    return None
 
 
 def describe(profile) -> str:

@@ -27,3 +27,36 @@ def test_naive_and_fast_agree_on_a_masked_shape():
     with torch.inference_mode():
         ref = naive_logits(lm, service.label_ids, torch.tensor(P), batch).numpy()
     np.testing.assert_allclose(service(P, batch).logits, ref, atol=1e-4)
+
+
+def test_the_naive_way_is_timed_on_exactly_naive_calls_candidates(monkeypatch):
+    # The naive time is divided by naive_calls, so exactly that many candidates must run,
+    # whether naive_calls is below or above the population size.
+    import bbt_mini.bench as bench_module
+
+    shape = bench_module.random_shape_model
+    monkeypatch.setattr(bench_module, "random_shape_model",
+                        lambda name, device, dtype, seed: shape(name, device, dtype, seed, num_hidden_layers=1))
+    seen = []
+    naive = bench_module.naive_logits
+
+    def counting(lm, label_ids, prompts, batch):
+        seen.append(len(prompts))
+        return naive(lm, label_ids, prompts, batch)
+
+    monkeypatch.setattr(bench_module, "naive_logits", counting)
+    for naive_calls, popsize in ((3, 4), (5, 2)):
+        seen.clear()
+        r = bench_module.bench("roberta-large-shape", calls=2, naive_calls=naive_calls, popsize=popsize, examples=2,
+                               tokens=8, device="cpu", dtype="float32")
+        assert seen[1:] == [naive_calls]  # after the one-candidate warm-up
+        assert r["logits_agree"] and r["naive_calls"] == naive_calls
+
+
+def test_bench_refuses_zero_calls():
+    import pytest
+
+    from bbt_mini.bench import bench
+
+    with pytest.raises(ValueError, match="naive_calls must be at least 1"):
+        bench("roberta-large-shape", naive_calls=0)

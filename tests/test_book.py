@@ -49,3 +49,9 @@ def test_glued_numbers_are_plain_python_so_the_book_can_format_them(value):
 def test_glue_leaves_other_values_alone():
     assert plain("rotten_tomatoes") == "rotten_tomatoes"
     assert plain([1, 2]) == [1, 2]
+
+
+def test_glue_returns_nothing_so_a_cell_shows_no_stray_number():
+    from bbt_mini.notebook import glue
+
+    assert glue("bbt_mini_test_value", np.float64(0.5)) is None
