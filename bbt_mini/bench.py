@@ -41,7 +41,21 @@ SHAPES = {
                           num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
                           max_position_embeddings=8192, tie_word_embeddings=True),
 }
-TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 1.0}  # max |logit difference| allowed against naive fp32
+# How far the package's class logits may be from the naive float32 ones. float32: an absolute
+# bound (the two ways do the same arithmetic in another order). bfloat16 keeps 8 significant
+# bits of every weight and activation, and over a deep model the class logits move by a few
+# per cent of their size (measured on SmolLM2's 30 layers: up to 1.7% with BBT's prompts, 5.9%
+# with BBTv2's deep ones), while a wrong read-out position or label row moves them by their
+# whole range (about half their size): a bound of 10% of the largest logit tells the two apart.
+TOLERANCE_FP32 = 1e-3
+TOLERANCE_BF16_RELATIVE = 0.1
+
+
+def tolerance(dtype: torch.dtype, reference: np.ndarray) -> float:
+    """The largest |logit difference| accepted against the naive float32 ``reference``."""
+    if dtype == torch.float32:
+        return TOLERANCE_FP32
+    return TOLERANCE_BF16_RELATIVE * float(np.abs(reference).max())
 
 
 def random_shape_model(shape: str, device: torch.device, dtype: torch.dtype, seed: int = 0,
@@ -212,7 +226,8 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
         "naive_s_per_call": naive_s, "fast_s_per_call": fast_s, "speedup": naive_s / fast_s,
         "fast_s_total_for_8000_calls": fast_s * 8000, "tokens_per_s": service.meter.tokens / (fast_s * calls),
         "peak_mem_bytes": _peak_memory(device), "max_abs_logit_diff": diff, "argmax_agreement": agree,
-        "tolerance": TOLERANCE[fast_dtype], "logits_agree": diff <= TOLERANCE[fast_dtype],
+        "naive_max_abs_logit": float(np.abs(ref).max()), "tolerance": tolerance(fast_dtype, ref),
+        "logits_agree": diff <= tolerance(fast_dtype, ref),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
 
@@ -244,8 +259,12 @@ def main(argv=None) -> int:
     print(f"{'8,000 calls':24s} {r['fast_s_total_for_8000_calls']:.1f} s")
     print(f"{'tokens/s':24s} {r['tokens_per_s']:.0f}")
     print(f"{'peak memory':24s} {r['peak_mem_bytes'] / 2**30:.2f} GiB")
-    print(f"{'max |logit diff|':24s} {r['max_abs_logit_diff']:.4g} (tolerance {r['tolerance']}); "
+    rule = "" if r["dtype"] == "float32" else f" = {TOLERANCE_BF16_RELATIVE:.0%} of the largest logit"
+    print(f"{'max |logit diff|':24s} {r['max_abs_logit_diff']:.4g} (tolerance {r['tolerance']:.3g}{rule}); "
           f"argmax agreement {r['argmax_agreement']:.3f}")
+    if not r["logits_agree"]:
+        print("the two ways disagree beyond the tolerance: the fast path is wrong, do not trust its timing",
+              file=sys.stderr)
     if a.out:
         with open(a.out, "w") as f:
             json.dump(r, f, indent=2)

@@ -1,5 +1,6 @@
 """The benchmark's two ways of evaluating prompts agree (their speed is not tested here)."""
 import numpy as np
+import pytest
 import torch
 
 from bbt_mini.bench import naive_logits, random_shape_model, synthetic_batch
@@ -54,9 +55,16 @@ def test_the_naive_way_is_timed_on_exactly_naive_calls_candidates(monkeypatch):
 
 
 def test_bench_refuses_zero_calls():
-    import pytest
-
     from bbt_mini.bench import bench
 
     with pytest.raises(ValueError, match="naive_calls must be at least 1"):
         bench("roberta-large-shape", naive_calls=0)
+
+
+def test_bf16_tolerance_scales_with_the_logits_and_fp32_stays_absolute():
+    from bbt_mini.bench import tolerance
+
+    ref = np.array([[[-3.0, 20.0]], [[1.0, 4.0]]])
+    assert tolerance(torch.float32, ref) == 1e-3
+    assert tolerance(torch.bfloat16, ref) == pytest.approx(2.0)
+    assert tolerance(torch.bfloat16, ref / 10) == pytest.approx(0.2)
