@@ -44,7 +44,7 @@ SHAPES = {
 # How far the package's class logits may be from the naive float32 ones. float32: an absolute
 # bound (the two ways do the same arithmetic in another order). bfloat16 keeps 8 significant
 # bits of every weight and activation, and over a deep model the class logits move by a few
-# per cent of their size (measured on SmolLM2's 30 layers: up to 1.7% with BBT's prompts, 5.9%
+# per cent of their size (measured on SmolLM2's 30 layers: 1.7-2.5% with BBT's prompts, 5.9%
 # with BBTv2's deep ones), while a wrong read-out position or label row moves them by their
 # whole range (about half their size): a bound of 10% of the largest logit tells the two apart.
 TOLERANCE_FP32 = 1e-3
