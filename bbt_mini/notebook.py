@@ -26,9 +26,8 @@ def glue(name: str, value, display: bool = False) -> None:
     try:
         from myst_nb import glue as _glue
     except ImportError:  # Colab or plain Jupyter: nothing to glue into
-        return None
+        return
     _glue(name, plain(value), display=display)
-    return None
 
 
 def describe(profile) -> str:
