@@ -17,9 +17,10 @@ book: setup
 	$(BIN)/jupyter-book build book/
 
 test: setup
-	$(BIN)/pytest
+	BBT_PROFILE=$${BBT_PROFILE:-ci} $(BIN)/pytest   # chapters in the ci profile unless BBT_PROFILE says otherwise
 
-sync:  # rewrite each chapter's .ipynb from its .md source (outputs stripped)
+sync:  # stamp each chapter's install cell (tools/stamp_install.py), then rewrite its .ipynb
+	$(BIN)/python tools/stamp_install.py
 	$(BIN)/jupytext --to ipynb book/chapters/*.md book/appendix/*.md
 
 clean:

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 
+from .profiles import DTYPES, PROFILES
 from .runs import METHODS
 
 
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", default="bbt", choices=METHODS)
     run.add_argument("--model", default="smollm2", help="smollm2 (offline), a hub name or a local folder")
     run.add_argument("--seed", type=int, default=1, help="seed of the split and the search (from 1)")
-    run.add_argument("--profile", choices=("small", "full"), help="experiment size (default: $BBT_PROFILE, or "
-                     "full on a GPU and small on a CPU)")
+    run.add_argument("--profile", choices=sorted(PROFILES), help="experiment size (default: $BBT_PROFILE, or "
+                     "colab on a GPU and small on a CPU)")
     run.add_argument("--budget", type=int, help="API calls for tuning (default: the profile's)")
     run.add_argument("--variant", help="template variant, e.g. `paper` for rotten_tomatoes")
     run.add_argument("--placement", choices=("prepend", "between"), default="prepend",
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", help="file to save the run's state to, every dev check")
     run.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     run.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA if present)")
-    run.add_argument("--dtype", choices=("float32", "bfloat16"), help="(default: bf16 where it is fast)")
+    run.add_argument("--dtype", choices=sorted(DTYPES), help="(default: bf16 where it is native, fp16 on "
+                     "older GPUs, else float32)")
     run.add_argument("--out", help="write the JSON result here (default: print it)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -31,7 +31,7 @@ import torch
 
 from .blackbox import Batch, BlackBox, _deep_prompt_hook
 from .models import LanguageModel, load_model
-from .profiles import default_device, default_dtype
+from .profiles import DTYPES, default_device, default_dtype
 
 # Configurations of real models, for random-weight timing runs without the hub.
 SHAPES = {
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=64, help="tokens per example (random-weight models)")
     p.add_argument("--task", default="rotten_tomatoes")
     p.add_argument("--device")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"))
+    p.add_argument("--dtype", choices=sorted(DTYPES))
     p.add_argument("--out", help="write the figures as JSON here")
     a = p.parse_args(argv)
     r = bench(a.model, a.method, a.calls, a.naive_calls, a.popsize, a.examples, a.prompt_length, a.tokens, a.task,

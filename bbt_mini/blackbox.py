@@ -376,11 +376,23 @@ class BlackBox:
 
     # ------------------------------------------------------------------ internals
 
-    def _groups(self, batch: Batch, order: np.ndarray) -> list:
-        """Examples sorted by length, cut into groups of ``group_size``."""
+    def _groups(self, batch: Batch, order: np.ndarray, prompt_length: int = 0) -> list:
+        """Examples sorted by length, cut into groups of ``group_size``.
+
+        A group also stays within ``max_tokens`` with the prompt in front of every example:
+        in-context learning sends a prompt of a thousand tokens or more, and a thousand test
+        examples behind it in one forward would need tens of GB on a GPU.
+        """
         lengths = np.array([len(batch.pieces[i]) + (len(batch.before[i]) if batch.before else 0) for i in order])
-        order = order[np.argsort(lengths, kind="stable")]
-        return [order[i:i + self.group_size] for i in range(0, len(order), self.group_size)]
+        sort = np.argsort(lengths, kind="stable")
+        order, lengths = order[sort], lengths[sort]
+        groups, i = [], 0
+        while i < len(order):
+            widest = lengths[min(i + self.group_size, len(order)) - 1] + prompt_length + len(batch.head)
+            size = max(1, min(self.group_size, self.max_tokens // widest))
+            groups.append(order[i:i + size])
+            i += size
+        return groups
 
     def _pad(self, seqs: list) -> tuple[torch.Tensor, torch.Tensor]:
         T = max(len(s) for s in seqs)
@@ -397,7 +409,7 @@ class BlackBox:
         shallow = prompts[:, 0] if deep else prompts  # the input-level prompt (n, L, H)
         n, L = shallow.shape[:2]
         out = torch.empty(n, len(batch), self.num_classes, device=self.lm.device)
-        groups = self._groups(batch, np.arange(len(batch)))
+        groups = self._groups(batch, np.arange(len(batch)), L)
         head = torch.tensor(batch.head, dtype=torch.long, device=self.lm.device)
         head_emb = self.lm.embed(head) if len(head) else None
         limit = getattr(self.lm.model.config, "max_position_embeddings", None)

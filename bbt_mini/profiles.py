@@ -1,15 +1,24 @@
 """Experiment sizes, the device and the number format: the one place that picks them.
 
 Read this first if you want to know why a chapter ran the numbers it ran. Every
-experiment in the book has two sizes:
+experiment in the book has three sizes:
 
+* ``ci``: the smallest sizes that still run every step of every chapter (a few calls, a
+  few examples): CI executes the chapters in it to prove they run. Its numbers mean
+  nothing; chapters say so. A separate test checks BBT's effect in ``small``.
 * ``small``: what a laptop or CI runner with 2 CPU cores finishes in minutes. The
   numbers are real runs of the real method, just fewer calls, fewer shots and
   shorter prompts. Chapters label them as small.
-* ``full``: the papers' settings (Sun et al., 2022a, Table 2), meant for a GPU.
+* ``colab``: what a free Colab GPU (a T4) finishes in at most 15 minutes per chapter:
+  the papers' prompt length, intrinsic dimension, population and shots, a quarter of
+  their calls. The default on a GPU.
+* ``full``: the papers' settings (Sun et al., 2022a, Table 2): hours per chapter on a
+  T4, for those who choose it.
 
 Choose with the environment variable ``BBT_PROFILE`` or the ``name`` argument; by
-default ``full`` when a CUDA GPU is present, otherwise ``small``.
+default ``colab`` when a CUDA GPU is present, otherwise ``small``. Settings that differ
+between chapters' experiments are chosen with :meth:`Profile.pick`, so each chapter
+states its three sizes in one line.
 """
 from __future__ import annotations
 
@@ -46,8 +55,37 @@ class Profile:
         """A copy with some fields changed, e.g. ``profile.replace(budget=100)``."""
         return dataclasses.replace(self, **changes)
 
+    def pick(self, **by_profile):
+        """The value for this profile, e.g. ``profile.pick(small=100, colab=2000, full=8000)``.
+
+        Every profile must be named, so that adding a profile cannot silently fall back on
+        another one's size.
+        """
+        missing = sorted(set(PROFILES) - set(by_profile))
+        unknown = sorted(set(by_profile) - set(PROFILES))
+        if missing or unknown:
+            raise ValueError(f"pick() needs one value for each profile {sorted(PROFILES)}; "
+                             f"missing {missing}, unknown {unknown}")
+        return by_profile[self.name]
+
 
 PROFILES = {
+    # Proves that each chapter executes, in about a minute on 2 CPU cores: not an experiment.
+    "ci": Profile(
+        name="ci",
+        prompt_length=4,
+        intrinsic_dim=16,
+        popsize=4,
+        budget=16,
+        sigma0=1.0,
+        k_shot=2,
+        eval_every=8,
+        test_size=20,
+        seeds=(1, 2),
+        bbtv2_budget=16,
+        sampler="normal",
+        alpha=1.0,
+    ),
     # Calibrated on 2 CPU cores with SmolLM2-135M on Rotten Tomatoes (3 seeds each, 300 test
     # sentences; manual prompt 0.667): about 0.5 s per call of 16 sentences. At L=10, d=100,
     # population 10, the best-dev prompt was found within 100 calls on every seed
@@ -64,6 +102,26 @@ PROFILES = {
         test_size=300,
         seeds=(1, 2, 3),
         bbtv2_budget=100,
+        sampler="normal",
+        alpha=1.0,
+    ),
+    # A free Colab T4 in at most 15 minutes per chapter (estimated from FLOP rates and the
+    # H100 timings in results/gpu/ until a T4 run is recorded): the papers' L, d, population
+    # and shots; 2,000 calls, where the calibration runs first saw BBT clear the manual prompt
+    # (shared calibration: 0.774 +- 0.015 at 2,000 calls vs 0.751, L = 10, d = 100); BBT's
+    # normal A, which learns faster at a quarter of the papers' budget.
+    "colab": Profile(
+        name="colab",
+        prompt_length=50,
+        intrinsic_dim=500,
+        popsize=20,
+        budget=2000,
+        sigma0=1.0,
+        k_shot=16,
+        eval_every=100,
+        test_size=1000,
+        seeds=(1, 2, 3),
+        bbtv2_budget=2000,
         sampler="normal",
         alpha=1.0,
     ),
@@ -85,9 +143,24 @@ PROFILES = {
 }
 
 
+# Sizes for tasks whose calls cost more than a short review: BBC News has 5 classes and
+# 48-word texts, so the small and colab profiles use fewer shots, calls and test articles
+# (the full profile: the papers' settings). One place, so that chapters that share these
+# runs (4 and 7) read each other's cached results.
+TASK_SIZES = {
+    "bbc_news": {"ci": dict(k=1, test_size=20), "small": dict(k=2, budget=50, eval_every=25, test_size=200),
+                 "colab": dict(k=4, budget=600, test_size=500), "full": {}},
+}
+
+
+def task_sizes(task: str, profile: Profile) -> dict:
+    """Run settings for ``task`` in ``profile`` that differ from the profile's (often none)."""
+    return dict(TASK_SIZES.get(task, {}).get(profile.name, {}))
+
+
 def get_profile(name: str | None = None) -> Profile:
-    """The profile called ``name``, else ``$BBT_PROFILE``, else full on a GPU and small on a CPU."""
-    name = name or os.environ.get(PROFILE_ENV) or ("full" if torch.cuda.is_available() else "small")
+    """The profile called ``name``, else ``$BBT_PROFILE``, else colab on a GPU and small on a CPU."""
+    name = name or os.environ.get(PROFILE_ENV) or ("colab" if torch.cuda.is_available() else "small")
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return PROFILES[name]
@@ -109,24 +182,40 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere (A100, RTX 30xx) and later have bf16 tensor cores
+
+
+def gpu_dtype(capability: tuple[int, int]) -> torch.dtype:
+    """The number format for a CUDA GPU of this compute capability.
+
+    bf16 only where the tensor cores run it (8.0 and later). Earlier GPUs (T4 = 7.5,
+    V100 = 7.0) get float16: ``torch.cuda.is_bf16_supported()`` says True on a T4, but
+    there bf16 is emulated and slower than float32. float16 has bf16's speed there and
+    a narrower range; the black box takes the label logits to float32 before any softmax
+    or loss, so only the transformer itself runs in float16.
+    """
+    return torch.bfloat16 if tuple(capability) >= NATIVE_BF16_CAPABILITY else torch.float16
+
+
 def default_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
     """The number format the black box computes in.
 
-    bfloat16 where the hardware runs it fast (CUDA GPUs with bf16 support, CPUs with
-    AVX512-BF16/AMX); float32 elsewhere. Override with the argument or ``$BBT_DTYPE``
-    (``float32`` or ``bfloat16``). The book's appendix checks that bf16 does not change
-    the outcome.
+    CUDA: bf16 on GPUs with native bf16, float16 on older ones (:func:`gpu_dtype`). CPU:
+    bf16 where the processor has bf16 dot-product instructions (AVX512-BF16/AMX), float32
+    elsewhere. Override with the argument or ``$BBT_DTYPE`` (``float32``, ``bfloat16`` or
+    ``float16``). The book's appendix checks that the fast format does not change the outcome.
     """
     dtype = dtype or os.environ.get(DTYPE_ENV)
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype:
-        table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-        if dtype not in table:
-            raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(table)}")
-        return table[dtype]
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+        return DTYPES[dtype]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return gpu_dtype(torch.cuda.get_device_capability(device))
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32

@@ -8,6 +8,13 @@
 package's source, so an identical run later (another chapter, a rebuilt book) is read back
 instead of recomputed, and a changed setting or changed code never reuses an old result.
 Set ``BBT_RECOMPUTE=1`` to ignore the memory.
+
+:func:`cached_runs` does a list of such runs with one progress bar for all of them, one after
+another by default. ``workers`` (or ``$BBT_WORKERS``) > 1 runs them in separate processes
+that share the device. Measured on an H100 (results/gpu/workers.json), three processes were
+slower than one after another: GPU time is sliced between processes rather than shared, and
+each process pays for its own start, model and CUDA context. So it is off by default; it
+can pay on a machine with several GPUs or CUDA's multi-process service.
 """
 from __future__ import annotations
 
@@ -103,3 +110,72 @@ def cached_run(method: str, task="rotten_tomatoes", model="smollm2", seed: int =
     os.replace(tmp, path)
     result["cached"] = False
     return result
+
+
+WORKERS_ENV = "BBT_WORKERS"
+
+
+def default_workers() -> int:
+    """How many runs go at once: ``$BBT_WORKERS``, else 1 (see the module doc for why)."""
+    value = os.environ.get(WORKERS_ENV)
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{WORKERS_ENV} must be a positive integer, got {value!r}")
+        return int(value)
+    return 1
+
+
+def _job_calls(job: dict) -> int:
+    """The tuning calls a job will spend (for the progress bar): its budget, else its profile's."""
+    if job.get("method") not in ("bbt", "bbtv2"):
+        return 0
+    if "budget" in job:
+        return int(job["budget"])
+    profile = job.get("profile")
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    return profile.bbtv2_budget if job["method"] == "bbtv2" else profile.budget
+
+
+def _cached_run_job(job: dict) -> dict:
+    return cached_run(**{**job, "progress": False})
+
+
+def cached_runs(jobs: list[dict], workers: int | None = None, desc: str = "runs", progress: bool = True) -> list[dict]:
+    """:func:`cached_run` for each job (a dict of its arguments), results in the jobs' order.
+
+    ``workers`` runs go at once in separate processes (default :func:`default_workers`); a
+    progress bar counts the tuning calls of finished runs and estimates the time left.
+    Results are the same as one after another: each run has its own seed and model copy.
+    """
+    from tqdm.auto import tqdm
+
+    jobs = [dict(job) for job in jobs]
+    for job in jobs:
+        if "method" not in job:
+            raise ValueError(f"a job needs a method: {job}")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    total = sum(_job_calls(job) for job in jobs)
+    bar = tqdm(total=total, unit="call", desc=f"{desc} ({len(jobs)} runs, {min(workers, len(jobs))} at once)",
+               disable=not progress, mininterval=2.0)
+    results: list[dict | None] = [None] * len(jobs)
+    try:
+        if workers == 1 or len(jobs) == 1:
+            for i, job in enumerate(jobs):
+                results[i] = _cached_run_job(job)
+                bar.update(_job_calls(job))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            # spawn: a forked child would inherit the parent's CUDA context, which CUDA forbids.
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+                futures = {pool.submit(_cached_run_job, job): i for i, job in enumerate(jobs)}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    results[i] = future.result()
+                    bar.update(_job_calls(jobs[i]))
+    finally:
+        bar.close()
+    return results

@@ -55,3 +55,13 @@ def test_glue_returns_nothing_so_a_cell_shows_no_stray_number():
     from bbt_mini.notebook import glue
 
     assert glue("bbt_mini_test_value", np.float64(0.5)) is None
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.stem)
+def test_each_chapter_prints_its_expected_time_and_sizes_by_pick(md):
+    code = [c.source for c in jupytext.read(md).cells if c.cell_type == "code"]
+    top = code[1]  # the cell after the install cell: imports, profile, plan
+    assert f'Plan(profile, chapter="{md.stem}")' in top and "print(plan.report())" in top, \
+        f"{md.name}: the cell after the imports must price the chapter's runs for this device"
+    body = "\n".join(code)
+    assert 'profile.name ==' not in body, f"{md.name}: choose sizes with profile.pick(...), one value per profile"

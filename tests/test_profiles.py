@@ -1,0 +1,143 @@
+"""Profiles, the number format per device, the chapters' time estimates and runs at once."""
+import numpy as np
+import pytest
+import torch
+
+from bbt_mini import profiles
+from bbt_mini.profiles import PROFILES, default_dtype, get_profile, gpu_dtype, task_sizes
+from bbt_mini.timing import Plan
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((7, 0), torch.float16),   # V100: no bf16 tensor cores
+    ((7, 5), torch.float16),   # T4: torch calls bf16 "supported", but it is emulated
+    ((8, 0), torch.bfloat16),  # A100
+    ((8, 9), torch.bfloat16),  # L4
+    ((9, 0), torch.bfloat16),  # H100
+])
+def test_gpu_gets_bf16_only_from_compute_capability_8(monkeypatch, capability, expected):
+    monkeypatch.delenv(profiles.DTYPE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 reports
+    assert default_dtype(torch.device("cuda")) == expected
+
+
+@pytest.mark.parametrize("fast_bf16, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_cpu_gets_bf16_only_with_bf16_instructions(monkeypatch, fast_bf16, expected):
+    monkeypatch.delenv(profiles.DTYPE_ENV, raising=False)
+    monkeypatch.setattr(profiles, "cpu_has_fast_bf16", lambda: fast_bf16)
+    assert default_dtype(torch.device("cpu")) == expected
+
+
+def test_dtype_override_by_environment_and_clear_error(monkeypatch):
+    monkeypatch.setenv(profiles.DTYPE_ENV, "fp16")
+    assert default_dtype(torch.device("cpu")) == torch.float16
+    monkeypatch.setenv(profiles.DTYPE_ENV, "float8")
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        default_dtype(torch.device("cpu"))
+
+
+def test_gpu_dtype_boundary_is_ampere():
+    assert gpu_dtype((7, 9)) == torch.float16 and gpu_dtype((8, 0)) == torch.bfloat16
+
+
+def test_default_profile_is_colab_on_a_gpu_and_small_on_a_cpu(monkeypatch):
+    monkeypatch.delenv(profiles.PROFILE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_profile().name == "colab"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert get_profile().name == "small"
+    monkeypatch.setenv(profiles.PROFILE_ENV, "full")
+    assert get_profile().name == "full"
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("huge")
+
+
+def test_pick_returns_this_profiles_value_and_demands_every_profile():
+    values = {name: i for i, name in enumerate(PROFILES)}
+    for name in PROFILES:
+        assert PROFILES[name].pick(**values) == values[name]
+    with pytest.raises(ValueError, match="missing"):
+        PROFILES["small"].pick(small=1, full=2)
+    with pytest.raises(ValueError, match="unknown"):
+        PROFILES["small"].pick(**values, tiny=3)
+
+
+def test_colab_profile_keeps_the_papers_prompt_and_subspace_with_fewer_calls():
+    colab, full = PROFILES["colab"], PROFILES["full"]
+    assert (colab.prompt_length, colab.intrinsic_dim, colab.popsize, colab.k_shot) == \
+        (full.prompt_length, full.intrinsic_dim, full.popsize, full.k_shot)
+    assert colab.budget < full.budget and len(colab.seeds) >= 3
+
+
+def test_task_sizes_are_per_profile_and_copied():
+    small = task_sizes("bbc_news", PROFILES["small"])
+    assert small["k"] == 2 and task_sizes("bbc_news", PROFILES["full"]) == {}
+    small["k"] = 99
+    assert task_sizes("bbc_news", PROFILES["small"])["k"] == 2
+    assert task_sizes("rotten_tomatoes", PROFILES["colab"]) == {}
+
+
+PROBE = {"population_s": 2.0, "one_s": 0.5, "examples": 16, "text_tokens": 30.0, "prompt_length": 10, "popsize": 10}
+
+
+def test_plan_prices_tuning_dev_checks_and_test_from_the_probe():
+    p = PROFILES["small"]  # popsize 10, budget 100, eval_every 50, k 8, test 300
+    plan = Plan(p).add("bbt", n=3)
+    # tuning: 100 / 10 requests x 2 s; dev: 100 / 50 checks x 0.5 s; test: 300 / 16 x 0.5 s
+    expected = 3 * (10 * 2.0 + 2 * 0.5 + 300 / 16 * 0.5)
+    assert plan.seconds(PROBE) == pytest.approx([expected])
+    assert plan.calls() == 300
+
+
+def test_plan_scales_with_examples_and_prompt_length():
+    p = PROFILES["small"]
+    base = Plan(p).add("x").seconds(PROBE)[0]
+    more_shots = Plan(p).add("x", k=32).seconds(PROBE)[0]
+    longer = Plan(p).add("x", prompt_length=50).seconds(PROBE)[0]
+    test_part = 300 / 16 * 0.5  # the test set does not grow with the shots
+    assert more_shots - test_part == pytest.approx(4 * (base - test_part))  # 4x the examples per call
+    assert longer == pytest.approx(base * (50 + 30) / (10 + 30))
+    assert Plan(p).add("m", method="manual").seconds(PROBE)[0] == pytest.approx(300 / 16 * 0.5)
+    with pytest.raises(ValueError):
+        Plan(p).add("bad", n=-1)
+
+
+def test_plan_report_names_device_profile_and_every_item(monkeypatch):
+    plan = Plan(PROFILES["small"]).add("BBT seeds", n=3).add("prompt tuning", method="prompt_tuning", budget=20)
+    monkeypatch.setattr(Plan, "probe", lambda self: PROBE)
+    text = plan.report()
+    assert "small profile" in text and "BBT seeds" in text and "prompt tuning" in text and "20 steps" in text
+    assert "0.2000 s per call" in text
+
+
+def test_runs_at_once_give_the_results_of_runs_in_turn(tmp_path, monkeypatch):
+    """Two worker processes return the same results, in the jobs' order, as one after another."""
+    from bbt_mini.runs import cached_runs
+
+    monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
+    monkeypatch.setenv("BBT_RECOMPUTE", "1")
+    jobs = [dict(method="bbt", task="rotten_tomatoes", seed=s, profile="ci", budget=4, k=1, test_size=4)
+            for s in (1, 2)]
+    in_turn = cached_runs(jobs, workers=1, progress=False)
+    at_once = cached_runs(jobs, workers=2, progress=False)
+    assert [r["seed"] for r in at_once] == [1, 2]
+    for a, b in zip(in_turn, at_once):
+        np.testing.assert_allclose([e["train_loss"] for e in a["curve"]], [e["train_loss"] for e in b["curve"]],
+                                   rtol=1e-5)
+        assert a["test_accuracy"] == b["test_accuracy"]
+    assert [e["train_loss"] for e in in_turn[0]["curve"]] != [e["train_loss"] for e in in_turn[1]["curve"]]
+
+
+def test_cached_runs_rejects_bad_jobs_and_workers(monkeypatch):
+    from bbt_mini.runs import cached_runs, default_workers
+
+    with pytest.raises(ValueError, match="needs a method"):
+        cached_runs([dict(task="rotten_tomatoes")])
+    with pytest.raises(ValueError, match="workers"):
+        cached_runs([dict(method="manual")], workers=0)
+    monkeypatch.setenv("BBT_WORKERS", "two")
+    with pytest.raises(ValueError, match="BBT_WORKERS"):
+        default_workers()
+    monkeypatch.setenv("BBT_WORKERS", "4")
+    assert default_workers() == 4
