@@ -34,8 +34,8 @@ def describe(profile) -> str:
     """One line saying which profile the numbers below come from."""
     label = {"ci": "CI (a few calls and examples: proves the chapter runs; its numbers mean nothing)",
              "small": "SMALL (2 CPU cores, minutes; fewer calls, shots and prompt tokens than the papers)",
-             "colab": "COLAB (a free Colab GPU, at most 15 minutes a chapter; the papers' L, d and shots, "
-                      "fewer calls)",
+             "colab": "COLAB (a free Colab GPU, sized for at most 15 minutes a chapter; the papers' L, d "
+                      "and shots, fewer calls)",
              "full": "FULL (the papers' settings; hours a chapter on a T4)"}.get(profile.name, profile.name)
     return (f"profile: {label}\n  L={profile.prompt_length}, d={profile.intrinsic_dim}, population={profile.popsize}, "
             f"budget={profile.budget} calls, k={profile.k_shot} per class, "

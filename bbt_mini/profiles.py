@@ -1,7 +1,7 @@
 """Experiment sizes, the device and the number format: the one place that picks them.
 
 Read this first if you want to know why a chapter ran the numbers it ran. Every
-experiment in the book has three sizes:
+experiment in the book has four sizes:
 
 * ``ci``: the smallest sizes that still run every step of every chapter (a few calls, a
   few examples): CI executes the chapters in it to prove they run. Its numbers mean
@@ -18,7 +18,7 @@ experiment in the book has three sizes:
 Choose with the environment variable ``BBT_PROFILE`` or the ``name`` argument; by
 default ``colab`` when a CUDA GPU is present, otherwise ``small``. Settings that differ
 between chapters' experiments are chosen with :meth:`Profile.pick`, so each chapter
-states its three sizes in one line.
+states its sizes in one line.
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class Profile:
 
 
 PROFILES = {
-    # Proves that each chapter executes, in about a minute on 2 CPU cores: not an experiment.
+    # Proves that each chapter executes (0.5-2 minutes each on 2 float32 CPU cores): not an experiment.
     "ci": Profile(
         name="ci",
         prompt_length=4,
@@ -108,8 +108,8 @@ PROFILES = {
     # A free Colab T4 in at most 15 minutes per chapter (estimated from FLOP rates and the
     # H100 timings in results/gpu/ until a T4 run is recorded): the papers' L, d, population
     # and shots; 2,000 calls, where the calibration runs first saw BBT clear the manual prompt
-    # (shared calibration: 0.774 +- 0.015 at 2,000 calls vs 0.751, L = 10, d = 100); BBT's
-    # normal A, which learns faster at a quarter of the papers' budget.
+    # (shared calibration: 0.774 +- 0.015 at 2,000 calls vs 0.751, L = 10, d = 100, normal A);
+    # BBTv2's normal A, as in those runs (chapter 5 compares it with the uniform one).
     "colab": Profile(
         name="colab",
         prompt_length=50,
@@ -192,9 +192,9 @@ def gpu_dtype(capability: tuple[int, int]) -> torch.dtype:
 
     bf16 only where the tensor cores run it (8.0 and later). Earlier GPUs (T4 = 7.5,
     V100 = 7.0) get float16: ``torch.cuda.is_bf16_supported()`` says True on a T4, but
-    there bf16 is emulated and slower than float32. float16 has bf16's speed there and
-    a narrower range; the black box takes the label logits to float32 before any softmax
-    or loss, so only the transformer itself runs in float16.
+    it has no bf16 tensor cores, so bf16 is emulated there, while float16 runs on its
+    tensor cores. float16 has a narrower range; the black box takes the label logits to
+    float32 before any softmax or loss, so only the transformer itself runs in float16.
     """
     return torch.bfloat16 if tuple(capability) >= NATIVE_BF16_CAPABILITY else torch.float16
 
