@@ -1,5 +1,6 @@
 # `make book`: set up and build the book (executing every chapter on the offline model).
-# `make test`: set up and run all tests (unit tests, then every chapter with nbmake).
+# `make test`: set up and run all checks: ruff, the unit tests, then every chapter with nbmake.
+# `make unit`: ruff and the unit tests alone (no chapters, no minutes-long tests).
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -16,8 +17,14 @@ setup: $(VENV)/.installed
 book: setup
 	$(BIN)/jupyter-book build book/
 
-test: setup
-	BBT_PROFILE=$${BBT_PROFILE:-ci} $(BIN)/pytest   # chapters in the ci profile unless BBT_PROFILE says otherwise
+lint: setup
+	$(BIN)/ruff check bbt_mini tests tools
+
+unit: lint
+	$(BIN)/pytest tests -m "not effect and not rehearsal"
+
+test: lint  # chapters in the ci profile unless BBT_PROFILE says otherwise
+	BBT_PROFILE=$${BBT_PROFILE:-ci} $(BIN)/pytest --nbmake --nbmake-timeout=900 tests book
 
 sync:  # stamp each chapter's install cell (tools/stamp_install.py), then rewrite its .ipynb
 	$(BIN)/python tools/stamp_install.py
@@ -26,4 +33,4 @@ sync:  # stamp each chapter's install cell (tools/stamp_install.py), then rewrit
 clean:
 	rm -rf _build book/_build
 
-.PHONY: setup book test sync clean
+.PHONY: setup book lint unit test sync clean

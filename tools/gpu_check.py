@@ -4,6 +4,7 @@
     python tools/gpu_check.py workers                # (b) one run after another vs several at once
     python tools/gpu_check.py chapters 01_lmaas 03_cmaes   # (c) chapters with nbmake, timed
     python tools/gpu_check.py all 01_lmaas           # all three, in that order
+    python tools/gpu_check.py plans 06_price         # only each chapter's own time estimate here
 
 Each step writes JSON into ``--out`` (default ``results/gpu/``) as soon as it finishes, with
 the device's name, the library versions and the command, so that a machine lent for a few
@@ -173,9 +174,39 @@ def step_chapters(out: Path, names: list[str], timeout: int) -> None:
         write(out, "chapters", {"chapters": done})
 
 
+def step_plans(out: Path, names: list[str]) -> None:
+    """Each named chapter's own time estimate on this device, without running the chapter.
+
+    Runs a chapter's cells up to the one that prints ``plan.report()`` (imports, settings, the
+    timed probe) in this process and records what it printed, into plans.json.
+    """
+    import contextlib
+    import io
+
+    path = out / "plans.json"
+    done = json.loads(path.read_text())["plans"] if path.exists() else {}
+    for name in names:
+        nb = next((p for p in (ROOT / "book").rglob(f"{name}*.ipynb") if "_build" not in p.parts), None)
+        if nb is None:
+            raise SystemExit(f"no chapter called {name!r} under book/")
+        cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        text, scope = io.StringIO(), {"__name__": "__chapter__"}
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(text):
+            for cell in cells:
+                source = "".join(cell["source"])
+                exec(compile(source, f"{nb.stem}", "exec"), scope)
+                if "plan.report()" in source:
+                    break
+        done[nb.stem] = {"report": text.getvalue().strip().splitlines(), "wall_s": round(time.perf_counter() - t, 1),
+                         "profile": os.environ.get("BBT_PROFILE", "colab (GPU default)")}
+        print(f"{nb.stem}:", *done[nb.stem]["report"], sep="\n  ", flush=True)
+        write(out, "plans", {"plans": done})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("step", choices=("bench", "workers", "chapters", "all"))
+    p.add_argument("step", choices=("bench", "workers", "chapters", "plans", "all"))
     p.add_argument("chapters", nargs="*", help="chapter names (prefixes such as 01_lmaas)")
     p.add_argument("--out", default=str(ROOT / "results" / "gpu"))
     p.add_argument("--quick", action="store_true", help="tiny sizes: check the script itself, e.g. on a CPU")
@@ -188,6 +219,8 @@ def main(argv=None) -> int:
         step_workers(out, a.quick)
     if a.step in ("chapters", "all") and a.chapters:
         step_chapters(out, a.chapters, a.timeout)
+    if a.step == "plans":
+        step_plans(out, a.chapters)
     return 0
 
 
