@@ -16,6 +16,7 @@ from .profiles import DTYPES, PROFILES
 from .results import to_json
 from .runs import CONFIG_FIELDS, METHODS
 
+
 def parse_labels(text: str) -> dict:
     """``"negative:bad,positive:great"`` -> ``{"negative": " bad", "positive": " great"}``.
 
@@ -64,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--k", type=int, help="examples per class for train (and as many for dev)")
     run.add_argument("--test-size", type=int, help="test examples (default: the profile's)")
     run.add_argument("--steps", type=int, help="prompt_tuning / feature_mlp: optimisation steps")
-    run.add_argument("--per-class", type=int, help="icl: demonstrations per class (default: the whole k-shot train set)")
+    run.add_argument("--per-class", type=int, help="icl: demonstrations per class (default: the whole k-shot train "
+                     "set)")
     run.add_argument("--checkpoint", help="bbt / bbtv2: file to save the run's state to, every dev check")
     run.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     run.add_argument("--device", help="cpu, cuda, cuda:1... (default: $BBT_DEVICE, else CUDA if present)")
@@ -88,7 +90,8 @@ def check_paths(args) -> None:
 
 
 def run(args) -> dict:
-    from .runs import check_options, run as run_method
+    from .runs import check_options
+    from .runs import run as run_method
     from .tasks import csv_task
 
     if bool(args.task) == bool(args.csv):

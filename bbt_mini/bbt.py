@@ -99,7 +99,11 @@ def p0_for(service: BlackBox, config: BBTConfig) -> np.ndarray:
     L, H = config.prompt_length, service.hidden_size
     if config.p0 == "zeros":
         return np.zeros((L, H), np.float32)
-    return service.token_embeddings(range(P0_FIRST_TOKEN, P0_FIRST_TOKEN + L))
+    try:
+        return service.token_embeddings(range(P0_FIRST_TOKEN, P0_FIRST_TOKEN + L))
+    except IndexError:
+        raise ValueError(f"p0='tokens' takes the embeddings of tokens {P0_FIRST_TOKEN}..{P0_FIRST_TOKEN + L - 1}, "
+                         "beyond this model's vocabulary; use p0='zeros'") from None
 
 
 def projection_for(service: BlackBox, config: BBTConfig, seed: int) -> Projection:

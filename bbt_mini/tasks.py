@@ -233,11 +233,13 @@ register(Task(
 register(Task(
     "sst2", ("negative", "positive"),
     {"masked": _SENTIMENT_MASKED, "causal": _SENTIMENT_CAUSAL, "causal-paper": _SENTIMENT_CAUSAL_PAPER},
-    _hub("nyu-mll/glue", "sst2", "validation", {"text": "sentence"}), source="hub", description="GLUE SST-2; test = dev (872)."))
+    _hub("nyu-mll/glue", "sst2", "validation", {"text": "sentence"}), source="hub",
+    description="GLUE SST-2; test = dev (872)."))
 register(Task(
     "yelp_polarity", ("negative", "positive"),
     {"masked": _SENTIMENT_MASKED, "causal": _SENTIMENT_CAUSAL, "causal-paper": _SENTIMENT_CAUSAL_PAPER},
-    _hub("fancyzhx/yelp_polarity", None, "test", {"text": "text"}), source="hub", description="Yelp polarity; test 38k."))
+    _hub("fancyzhx/yelp_polarity", None, "test", {"text": "text"}), source="hub",
+    description="Yelp polarity; test 38k."))
 register(Task(
     "ag_news", ("World", "Sports", "Business", "Tech"),
     {"masked": _v("<mask> News: {text}", " World", " Sports", " Business", " Tech"),
@@ -250,7 +252,8 @@ register(Task(
     "dbpedia", _DBP,
     {"masked": _v("[ Category: <mask> ] {text}", *(" " + w for w in _DBP)),
      "causal": _v("Text: {text}\nCategory:", *(" " + w for w in _DBP))},
-    _hub("fancyzhx/dbpedia_14", None, "test", {"text": "content"}), source="hub", description="DBPedia 14 classes; test 70k."))
+    _hub("fancyzhx/dbpedia_14", None, "test", {"text": "content"}), source="hub",
+    description="DBPedia 14 classes; test 70k."))
 register(Task(
     "mrpc", ("not_equivalent", "equivalent"),
     {"masked": _v("{text1} ? <mask> , {text2}", " No", " Yes"),

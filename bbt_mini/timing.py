@@ -61,7 +61,8 @@ class Plan:
         if budget is None:
             budget = p.bbtv2_budget if method == "bbtv2" else p.budget if method == "bbt" else 0
         self.items.append(PlannedRuns(
-            label, n, method, budget, k or p.k_shot, classes, p.prompt_length if prompt_length is None else prompt_length,
+            label, n, method, budget, k or p.k_shot, classes,
+            p.prompt_length if prompt_length is None else prompt_length,
             (p.test_size or 1000) if test_size is None else test_size, eval_every or p.eval_every, text_scale))
         return self
 

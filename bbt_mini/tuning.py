@@ -118,7 +118,8 @@ class Run:
         if differ:
             raise ValueError(f"checkpoint {path} belongs to another run: " + "; ".join(differ))
         self.calls, self.curve, self.best_dev = state["calls"], state["curve"], state["best_dev"]
-        self.best_prompt, self.best_calls, self.incumbent = state["best_prompt"], state["best_calls"], state["incumbent"]
+        self.best_prompt, self.best_calls = state["best_prompt"], state["best_calls"]
+        self.incumbent = state["incumbent"]
         self._checked, self._next_eval, self.dev_calls = state["checked"], state["next_eval"], state["dev_calls"]
         self.meter0 = {k: v - state["meter"][k] for k, v in self.setup.service.meter.snapshot().items()}
         self.wall_before = state["wall_s"]
