@@ -3,9 +3,11 @@
 Every result (BBT, BBTv2 and the baselines) starts with the run's :func:`identity`
 (task, method, model, seed, placement, shots, test size, device, number format and
 settings), says how it scored on the test set (:func:`test_fields`) and what it cost
-(:func:`metering`: tokens, wall time, the service's meter, library versions).
-:func:`result` puts the three together. The same identity is what a checkpoint must match
-before a run may continue from it (:func:`differences`).
+(:func:`metering`: tokens, wall time, the service's meter since the run began
+(:func:`used_since`), library versions). :func:`result` puts the three together; a baseline
+calls ``result(setup, "manual", scores, used_since(service.meter, before), **its_own_fields)``.
+The same identity is what a checkpoint must match before a run may continue from it
+(:func:`differences`).
 
 Keys that start with ``_`` (the tuned prompt itself) stay in Python; :func:`to_json`
 leaves them out.
@@ -68,6 +70,11 @@ def test_fields(setup, scores: dict) -> dict:
     if setup.task.metric == "f1":
         out["test_f1"] = scores["f1"]
     return out
+
+
+def used_since(meter, before: dict) -> dict:
+    """What the service's meter counted since the snapshot ``before`` (calls, tokens, seconds...)."""
+    return {k: v - before[k] for k, v in meter.snapshot().items()}
 
 
 def metering(used: dict, wall_s: float | None = None) -> dict:

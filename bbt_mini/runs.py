@@ -56,12 +56,11 @@ def check_options(method: str, config: dict, method_kw: dict, checkpoint=None, k
             raise ValueError(f"{name} must be at least 1; got {value}")
     if method in TUNERS:
         if method_kw:
-            raise ValueError(f"{sorted(method_kw)} do(es) not apply to {method}; it takes {CONFIG_FIELDS}")
+            raise ValueError(f"{method} does not use {sorted(method_kw)}; its settings: {list(CONFIG_FIELDS)}")
         return
-    ignored = sorted(set(config) - set(BASELINE_OPTIONS[method]))
-    if ignored or checkpoint:
-        raise ValueError(f"{ignored + ['checkpoint'] * bool(checkpoint)} do(es) not apply to {method}; "
-                         f"its options: {list(BASELINE_OPTIONS[method])}")
+    unused = sorted(set(config) - set(BASELINE_OPTIONS[method])) + ["checkpoint"] * bool(checkpoint)
+    if unused:
+        raise ValueError(f"{method} does not use {unused}; its options: {list(BASELINE_OPTIONS[method])}")
 
 
 def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, profile: str | Profile | None = None,

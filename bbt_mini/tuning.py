@@ -29,7 +29,7 @@ import numpy as np
 
 from .blackbox import accuracy
 from .experiment import Setup, evaluate
-from .results import differences, identity, result
+from .results import differences, identity, result, used_since
 
 
 @dataclass
@@ -129,8 +129,7 @@ class Run:
         return self.wall_before + time.perf_counter() - self.t0
 
     def meter_used(self) -> dict:
-        now = self.setup.service.meter.snapshot()
-        return {k: now[k] - self.meter0[k] for k in now}
+        return used_since(self.setup.service.meter, self.meter0)
 
     # -------------------------------------------------------------- the result
 

@@ -174,13 +174,14 @@ def counted_runs(tmp_path, monkeypatch):
     return computed
 
 
-def test_cached_run_reads_back_an_identical_run(counted_runs):
+def test_cached_run_reads_back_an_identical_run(counted_runs, tmp_path):
     from bbt_mini.runs import cached_run
 
     first = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", budget=8, device="cpu")
     again = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", budget=8, device="cpu", progress=False)
     assert (first["cached"], again["cached"]) == (False, True) and len(counted_runs) == 1
     assert again["test_accuracy"] == first["test_accuracy"] and "_prompt" not in again
+    assert len(list((tmp_path / "runs").glob("rotten_tomatoes-bbt-s1-*.json"))) == 1  # under $BBT_MINI_CACHE
     other = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", budget=9, device="cpu")
     assert other["cached"] is False and len(counted_runs) == 2
 
