@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from .bbt import BBTConfig, run_bbt
-from .bbtv2 import BBTv2Config, run_bbtv2
+from .bbtv2 import run_bbtv2
 from .models import cache_dir
 from .profiles import Profile, default_device, default_dtype, get_profile
 from .results import dtype_name, to_json, versions
@@ -80,7 +80,7 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     tuner_config = None
     if method in TUNERS:
-        tuner_config = (BBTConfig if method == "bbt" else BBTv2Config).from_profile(profile, **config)
+        tuner_config = profile.config(method, **config)
         tuner_config.check()
     setup = prepare(task, model, seed, profile, variant=variant, placement=placement, k=k, test_size=test_size,
                     device=device, dtype=dtype)
@@ -160,7 +160,7 @@ def _job_calls(job: dict) -> int:
         return int(job["budget"])
     profile = job.get("profile")
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    return profile.bbtv2_budget if job["method"] == "bbtv2" else profile.budget
+    return profile.config(job["method"]).budget
 
 
 def _cached_run_job(job: dict) -> dict:

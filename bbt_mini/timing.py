@@ -59,7 +59,7 @@ class Plan:
         if n < 0:
             raise ValueError(f"n must be 0 or more, got {n}")
         if budget is None:
-            budget = p.bbtv2_budget if method == "bbtv2" else p.budget if method == "bbt" else 0
+            budget = p.config(method).budget if method in ("bbt", "bbtv2") else 0
         self.items.append(PlannedRuns(
             label, n, method, budget, k or p.k_shot, classes,
             p.prompt_length if prompt_length is None else prompt_length,

@@ -213,3 +213,13 @@ def test_bbt_recompute_ignores_the_cache(counted_runs, monkeypatch):
     monkeypatch.setenv("BBT_RECOMPUTE", "1")
     assert cached_run("manual", "rotten_tomatoes", seed=1, profile="ci", device="cpu")["cached"] is False
     assert len(counted_runs) == 2
+
+
+def test_profile_makes_each_tuners_config_and_bbtv2_gets_its_own_budget():
+    p = PROFILES["small"].replace(bbtv2_budget=70, budget=40, sampler="uniform")
+    bbt, v2 = p.config("bbt"), p.config("bbtv2", popsize=5)
+    assert (bbt.budget, bbt.sampler, bbt.prompt_length, bbt.intrinsic_dim) == (40, "uniform", 10, 100)
+    assert (v2.budget, v2.sampler, v2.popsize) == (70, "normal", 5) and type(v2).__name__ == "BBTv2Config"
+    with pytest.raises(ValueError, match="not 'manual'"):
+        p.config("manual")
+    assert Plan(p).add("v2", method="bbtv2").calls() == 70
