@@ -50,6 +50,18 @@ def test_run_with_a_user_csv(tiny, tmp_path):
     assert r["task"] == "mine" and r["calls"] == 8
 
 
+@pytest.mark.parametrize("method,flags,check", [
+    ("manual", [], lambda r: r["calls"] == 0),
+    ("icl", ["--per-class", "1"], lambda r: r["demonstrations"] == 2),  # one per class, not all 2 x 2 shots
+])
+def test_baselines_run_from_the_command_line(tiny, tmp_path, method, flags, check):
+    out = tmp_path / "r.json"
+    assert main(["run", "--task", "rotten_tomatoes", "--model", tiny, "--method", method, "--k", "2", "--test-size",
+                 "6", "--dtype", "float32", "--device", "cpu", "--out", str(out), *flags]) == 0
+    r = json.loads(out.read_text())
+    assert r["method"] == method and check(r)
+
+
 def test_a_csv_named_like_a_built_in_task_is_refused(tiny, tmp_path, capsys):
     data = tmp_path / "imdb.csv"
     data.write_text("text,label\ngood,positive\nbad,negative\n")

@@ -48,6 +48,7 @@ def test_every_registered_verbalizer_names_fields_and_words():
             assert ("<mask>" in v.template) == key.startswith("masked"), (task.name, key)
 
 
+@pytest.mark.real_model
 def test_offline_label_words_are_single_tokens_for_smollm2(smol):
     for name in OFFLINE_TASKS:
         for key, v in get_task(name).verbalizers.items():
@@ -61,6 +62,7 @@ def _write(tmp_path, text):
     return path
 
 
+@pytest.mark.real_model
 def test_csv_task_end_to_end(tmp_path, smol):
     rows = "\n".join(f"a {'lovely' if i % 2 else 'awful'} film number {i},{'pos' if i % 2 else 'neg'}"
                      for i in range(40))
