@@ -101,6 +101,9 @@ def test_plan_scales_with_examples_and_prompt_length():
     assert Plan(p).add("m", method="manual").seconds(PROBE)[0] == pytest.approx(300 / 16 * 0.5)
     with pytest.raises(ValueError):
         Plan(p).add("bad", n=-1)
+    for zero in ({"k": 0}, {"eval_every": 0}):  # a zero is refused, not read as "the profile's"
+        with pytest.raises(ValueError, match="at least 1"):
+            Plan(p).add("zero", **zero)
 
 
 def test_plan_report_names_device_profile_and_every_item(monkeypatch):
