@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
+from .bbt import BBTConfig, settings
+from .experiment import PLACEMENTS
 from .profiles import DTYPES, PROFILES
-from .runs import METHODS
-
+from .results import to_json
+from .runs import CONFIG_FIELDS, METHODS
 
 
 def parse_labels(text: str) -> dict:
@@ -33,6 +37,13 @@ def parse_labels(text: str) -> dict:
     return labels
 
 
+def config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of :class:`bbt_mini.bbt.BBTConfig`: its name, type, help and choices come from there."""
+    group = parser.add_argument_group("BBT and BBTv2 settings (default: the profile's, then the papers')")
+    for name, kind, help, choices in settings(BBTConfig):
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=choices, help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bbt_mini", description="Black-Box Tuning of language models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,76 +58,86 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=1, help="seed of the split and the search (from 1)")
     run.add_argument("--profile", choices=sorted(PROFILES), help="experiment size (default: $BBT_PROFILE, or "
                      "colab on a GPU and small on a CPU)")
-    run.add_argument("--budget", type=int, help="API calls for tuning (default: the profile's)")
     run.add_argument("--variant", help="template variant, e.g. `paper` for rotten_tomatoes")
-    run.add_argument("--placement", choices=("prepend", "between"), default="prepend",
+    run.add_argument("--placement", choices=PLACEMENTS, default="prepend",
                      help="where the soft prompt goes: before the text, or between text and question (causal LMs)")
-    run.add_argument("--prompt-length", type=int, help="L")
-    run.add_argument("--intrinsic-dim", type=int, help="d")
-    run.add_argument("--popsize", type=int)
-    run.add_argument("--sigma0", type=float)
-    run.add_argument("--alpha", type=float)
-    run.add_argument("--sampler", choices=("uniform", "normal", "normal-v1"))
-    run.add_argument("--optimizer", choices=("cma", "sep-cma", "mini-cma", "random"))
-    run.add_argument("--loss", choices=("ce", "hinge", "neg_acc"))
-    run.add_argument("--bound", type=float, help="box on z (the ICML-era code: 5)")
-    run.add_argument("--eval-every", type=int)
+    config_flags(run)
     run.add_argument("--k", type=int, help="examples per class for train (and as many for dev)")
     run.add_argument("--test-size", type=int, help="test examples (default: the profile's)")
     run.add_argument("--steps", type=int, help="prompt_tuning / feature_mlp: optimisation steps")
-    run.add_argument("--checkpoint", help="file to save the run's state to, every dev check")
+    run.add_argument("--per-class", type=int, help="icl: demonstrations per class (default: the whole k-shot train "
+                     "set)")
+    run.add_argument("--checkpoint", help="bbt / bbtv2: file to save the run's state to, every dev check")
     run.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
-    run.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA if present)")
-    run.add_argument("--dtype", choices=sorted(DTYPES), help="(default: bf16 where it is native, fp16 on "
-                     "older GPUs, else float32)")
+    run.add_argument("--device", help="cpu, cuda, cuda:1... (default: $BBT_DEVICE, else CUDA if present)")
+    run.add_argument("--dtype", choices=sorted(DTYPES), help="(default: $BBT_DTYPE, else bf16 where it is native, "
+                     "fp16 on older GPUs, else float32)")
     run.add_argument("--out", help="write the JSON result here (default: print it)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
+def check_paths(args) -> None:
+    """Files the run reads or writes, checked before any model loads (a run can take hours)."""
+    if args.out:
+        folder = Path(args.out).resolve().parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--out {args.out}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(f"--out {args.out}: the folder {folder} is not writable")
+    if args.csv and not Path(args.csv).is_file():
+        raise FileNotFoundError(f"--csv {args.csv}: no such file")
+
+
 def run(args) -> dict:
-    from .runs import CONFIG_FIELDS, run as run_method
+    from .runs import check_options
+    from .runs import run as run_method
     from .tasks import csv_task
 
     if bool(args.task) == bool(args.csv):
         raise ValueError("give exactly one of --task or --csv")
+    if args.csv and not (args.template and args.labels):
+        raise ValueError("--csv needs --template and --labels")
+    if args.task and (args.template or args.labels):
+        raise ValueError("--template and --labels go with --csv")
+    if args.resume and not args.checkpoint:
+        raise ValueError("--resume needs --checkpoint")
+    config = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name) is not None}
+    method_kw = {name: getattr(args, name) for name in ("steps", "per_class") if getattr(args, name) is not None}
+    test_size = "profile" if args.test_size is None else args.test_size
+    check_options(args.method, config, method_kw, args.checkpoint, args.k, test_size)
+    check_paths(args)
+    task = args.task
     if args.csv:
-        if not (args.template and args.labels):
-            raise ValueError("--csv needs --template and --labels")
+        labels = parse_labels(args.labels)
         from .models import load_model
 
         kind = load_model(args.model, device=args.device, dtype=args.dtype).kind
-        task = csv_task(args.csv, args.template, parse_labels(args.labels), kind=kind)
-    else:
-        if args.template or args.labels:
-            raise ValueError("--template and --labels go with --csv")
-        task = args.task
-    if args.resume and not args.checkpoint:
-        raise ValueError("--resume needs --checkpoint")
-    config = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name, None) is not None}
-    method_kw = {"steps": args.steps} if args.steps else {}
+        task = csv_task(args.csv, args.template, labels, kind=kind)
     return run_method(args.method, task, args.model, args.seed, args.profile, variant=args.variant,
-                      placement=args.placement, k=args.k, test_size=args.test_size or "profile",
-                      checkpoint=args.checkpoint, resume=args.resume, progress=not args.quiet, device=args.device,
-                      dtype=args.dtype, method_kw=method_kw, **config)
+                      placement=args.placement, k=args.k, test_size=test_size, checkpoint=args.checkpoint,
+                      resume=args.resume, progress=not args.quiet, device=args.device, dtype=args.dtype,
+                      method_kw=method_kw, **config)
+
+
+def list_tasks() -> None:
+    from .tasks import TASKS
+
+    for name, task in TASKS.items():
+        print(f"{name:16s} {task.source:8s} {len(task.classes)} classes  {task.description}")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tasks":
-        from .tasks import TASKS
-
-        for name, task in TASKS.items():
-            print(f"{name:16s} {task.source:8s} {len(task.classes)} classes  {task.description}")
+        list_tasks()
         return 0
-    from .bbt import to_json
-
     try:
         result = run(args)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
+        text = to_json(result, args.out)
+    except (ValueError, OSError, RuntimeError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    text = to_json(result, args.out)
     if args.out:
         summary = {k: result[k] for k in ("task", "method", "seed", "test_accuracy", "calls") if k in result}
         print(json.dumps(summary))

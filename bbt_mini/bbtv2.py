@@ -25,19 +25,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .bbt import BBTConfig, Run, p0_for
+from .bbt import BBTConfig, method_name, p0_for, setting
 from .blackbox import BlackBox
 from .experiment import Setup
-from .optimizers import make_optimizer, restore
+from .optimizers import Optimizer, make_optimizer, restore
 from .profiles import Profile
-from .projection import make_A
+from .projection import SAMPLERS, make_A
+from .tuning import tune
+
+# Each layer's optimiser gets its own seed, seed * LAYER_SEEDS + layer + 1: distinct for every
+# (seed, layer) pair as long as a model has fewer than LAYER_SEEDS layers, and never 0 (pycma
+# reads 0 as "seed from the clock"). The first landing's choice, kept so that runs repeat.
+LAYER_SEEDS = 1000
 
 
 @dataclass
 class BBTv2Config(BBTConfig):
     """BBTv2's settings: BBT's, with the normal sampler as the default."""
 
-    sampler: str = "normal"
+    sampler: str = setting("normal", "A: normal (BBTv2's, the default here), normal-v1 or uniform", SAMPLERS)
 
     @classmethod
     def from_profile(cls, profile: Profile, **overrides) -> "BBTv2Config":
@@ -67,6 +73,59 @@ def deep_projections(service: BlackBox, config: BBTv2Config, seed: int, stats: n
     return As, p0
 
 
+def layer_seed(seed: int, layer: int) -> int:
+    """The seed of layer ``layer``'s optimiser in a run with ``seed`` (see :data:`LAYER_SEEDS`)."""
+    return seed * LAYER_SEEDS + layer + 1
+
+
+class LayerByLayer:
+    """BBTv2's search: one optimiser per layer; each generation moves one layer's ``z_l``, the others fixed.
+
+    Layers take turns from the bottom up. After its generation a layer's prompt is fixed at
+    the best ``z_l`` its optimiser has seen (``fixed``), and the next layer's turn begins.
+    """
+
+    def __init__(self, As: list, p0: np.ndarray, optimizers: list[Optimizer]):
+        self.As, self.p0, self.optimizers = As, p0, optimizers
+        layers, d = len(As), As[0].shape[1]
+        self.layer = 0  # the layer whose turn it is
+        self.z_best = np.zeros((layers, d))  # each layer's best z so far
+        self.f_best = np.full(layers, np.inf)  # and its training loss
+        self.fixed = np.stack([self.layer_prompt(self.z_best[i:i + 1], i)[0] for i in range(layers)]).astype(np.float32)
+
+    def layer_prompt(self, Z: np.ndarray, at: int) -> np.ndarray:
+        """Layer ``at``'s prompts for vectors ``Z`` (n, d): ``A_l z_l`` (+ ``p0`` at layer 0)."""
+        return (Z @ self.As[at].T).reshape(len(Z), *self.p0.shape) + (self.p0 if at == 0 else 0)
+
+    def ask(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, layers, L, H): the fixed prompts everywhere, candidates at the current layer."""
+        Z = self.optimizers[self.layer].ask()[:n]
+        prompts = np.repeat(self.fixed[None], len(Z), 0)
+        prompts[:, self.layer] = self.layer_prompt(Z, self.layer)
+        return Z, prompts
+
+    def tell(self, Z: np.ndarray, prompts: np.ndarray, losses: np.ndarray) -> dict:
+        layer = self.layer
+        if len(Z) == self.optimizers[layer].popsize:  # a last, partial generation only spends the budget
+            self.optimizers[layer].tell(Z, losses)
+        i = int(np.argmin(losses))
+        if losses[i] < self.f_best[layer]:
+            self.z_best[layer], self.f_best[layer] = Z[i], losses[i]
+            self.fixed[layer] = prompts[i, layer]
+        self.layer = (layer + 1) % len(self.optimizers)
+        return {"layer": layer}
+
+    def state(self) -> dict:
+        """The fixed prompts are saved as they are, not recomputed from ``z_best`` on resume."""
+        return {"optimizers": [o.state() for o in self.optimizers], "z_best": self.z_best.copy(),
+                "f_best": self.f_best.copy(), "fixed": self.fixed.copy(), "layer": self.layer}
+
+    def load(self, state: dict) -> None:
+        self.optimizers = [restore(s) for s in state["optimizers"]]
+        self.z_best, self.f_best, self.fixed = state["z_best"], state["f_best"], state["fixed"]
+        self.layer = state["layer"]
+
+
 def run_bbtv2(setup: Setup, config: BBTv2Config, seed: int | None = None, checkpoint: str | Path | None = None,
               resume: bool = False, progress: bool = True, test: bool = True) -> dict:
     """Tune a deep prompt with BBTv2's divide and conquer; test the best-dev prompt.
@@ -76,54 +135,9 @@ def run_bbtv2(setup: Setup, config: BBTv2Config, seed: int | None = None, checkp
     config.check()
     seed = setup.seed if seed is None else seed
     service = setup.service
-    layers, d = service.num_layers, config.intrinsic_dim
     stats = layer_stats(service, setup.train) if config.sampler != "uniform" else None
     As, p0 = deep_projections(service, config, seed, stats)
-    L, H = p0.shape
-    optimizers = [make_optimizer(config.optimizer, d, config.sigma0, config.popsize, seed * 1000 + layer + 1,
-                                 config.bound) for layer in range(layers)]
-    z_best = np.zeros((layers, d))  # each layer's prompt, fixed at the best z its optimiser has seen
-    f_best = np.full(layers, np.inf)
-    layer = 0  # the layer whose turn it is
-    run = Run(setup, config, seed, method="bbtv2")
-    if resume and checkpoint and Path(checkpoint).exists():
-        saved = run.load(checkpoint)
-        optimizers = [restore(s) for s in saved["optimizers"]]
-        z_best, f_best, layer = saved["z_best"], saved["f_best"], saved["layer"]
-
-    def layer_prompt(Z: np.ndarray, at: int) -> np.ndarray:
-        """Layer ``at``'s prompts for vectors ``Z`` (n, d): ``A_l z_l`` (+ ``p0`` at layer 0)."""
-        return (Z @ As[at].T).reshape(len(Z), L, H) + (p0 if at == 0 else 0)
-
-    fixed = np.stack([layer_prompt(z_best[i:i + 1], i)[0] for i in range(layers)]).astype(np.float32)
-
-    def deep_prompt(Z: np.ndarray, at: int) -> np.ndarray:
-        """(n, layers, L, H): the fixed prompts everywhere, candidates ``Z`` at layer ``at``."""
-        out = np.repeat(fixed[None], len(Z), 0)
-        out[:, at] = layer_prompt(Z, at)
-        return out
-
-    every = config.checkpoint_every or config.eval_every
-    next_save = (run.calls // every + 1) * every
-    with run.progress(config.budget, progress) as bar:
-        while run.calls < config.budget:
-            n = min(config.popsize, config.budget - run.calls)
-            Z = optimizers[layer].ask()[:n]
-            prompts = deep_prompt(Z, layer)
-            r = service(prompts, setup.train, loss=config.loss)
-            if n == config.popsize:
-                optimizers[layer].tell(Z, r.loss)
-            i = int(np.argmin(r.loss))
-            if r.loss[i] < f_best[layer]:
-                z_best[layer], f_best[layer] = Z[i], r.loss[i]
-                fixed[layer] = prompts[i, layer]
-            entry = run.record(r.loss, r.logits, prompts)
-            entry["layer"] = layer
-            layer = (layer + 1) % layers
-            bar.update(n)
-            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", dev=f"{run.best_dev:.3f}", layer=layer, refresh=False)
-            if checkpoint and run.calls >= next_save:
-                run.save(checkpoint, {"optimizers": [o.state() for o in optimizers], "z_best": z_best.copy(),
-                                      "f_best": f_best.copy(), "layer": layer})
-                next_save += every
-    return run.result(test=test, layer_stats=None if stats is None else stats.tolist())
+    optimizers = [make_optimizer(config.optimizer, config.intrinsic_dim, config.sigma0, config.popsize,
+                                 layer_seed(seed, layer), config.bound) for layer in range(service.num_layers)]
+    return tune(setup, config, seed, method_name("bbtv2", config), LayerByLayer(As, p0, optimizers), checkpoint,
+                resume, progress, test, layer_stats=None if stats is None else stats.tolist())

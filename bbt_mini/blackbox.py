@@ -221,6 +221,26 @@ class BlackBox:
     # ------------------------------------------------------------------ public facts
 
     @property
+    def model_name(self) -> str:
+        return self.lm.name
+
+    @property
+    def kind(self) -> str:
+        return self.lm.kind
+
+    @property
+    def mask_token(self) -> str | None:
+        return self.lm.tokenizer.mask_token
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm.dtype
+
+    @property
     def hidden_size(self) -> int:
         return self.lm.hidden_size
 

@@ -11,6 +11,7 @@ pickled (see :meth:`Optimizer.state` / :func:`restore`), which is what checkpoin
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 import warnings
 
@@ -43,12 +44,14 @@ def restore(state: bytes) -> Optimizer:
 
 
 class PyCMA(Optimizer):
-    """pycma's ``CMAEvolutionStrategy``, with a random generator of its own.
+    """pycma's ``CMAEvolutionStrategy``, with random generators of its own.
 
     pycma samples with ``opts["randn"]`` (numpy's global generator by default) and seeds the
-    global generator at start. Here each instance samples from its own ``RandomState`` and
-    keeps the global generator's state for whatever else pycma draws, so several instances
-    (BBTv2 has one per layer) stay independent and a pickled one continues exactly.
+    global generator at start. Here each instance samples from its own ``RandomState``, and
+    keeps a global-generator state of its own for whatever else pycma draws: it swaps that
+    state in for each ``ask``/``tell`` and the caller's back afterwards. So several instances
+    (BBTv2 has one per layer) stay independent, a pickled one continues exactly, and the
+    caller's ``np.random`` stream is never rewound or moved.
     """
 
     def __init__(self, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None,
@@ -63,24 +66,31 @@ class PyCMA(Optimizer):
             opts["bounds"] = [-bound, bound]
         self._random = np.random.RandomState(seed)
         opts["randn"] = self._random.randn
-        with warnings.catch_warnings():
+        self.popsize = popsize
+        self._np_state = np.random.get_state()  # replaced by the state pycma seeds below
+        with self._own_global_state(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.es = cma.CMAEvolutionStrategy(np.zeros(d), sigma0, opts)
-        self.popsize = popsize
-        self._np_state = np.random.get_state()
+
+    @contextlib.contextmanager
+    def _own_global_state(self):
+        """numpy's global generator in this instance's state while pycma runs; the caller's afterwards."""
+        caller = np.random.get_state()
+        np.random.set_state(self._np_state)
+        try:
+            yield
+        finally:
+            self._np_state = np.random.get_state()
+            np.random.set_state(caller)
 
     def ask(self) -> np.ndarray:
-        np.random.set_state(self._np_state)
-        X = np.array(self.es.ask())
-        self._np_state = np.random.get_state()
-        return X
+        with self._own_global_state():
+            return np.array(self.es.ask())
 
     def tell(self, X, losses) -> None:
-        np.random.set_state(self._np_state)
-        with warnings.catch_warnings():
+        with self._own_global_state(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.es.tell(list(X), list(map(float, losses)))
-        self._np_state = np.random.get_state()
 
 
 class MiniCMA(Optimizer):

@@ -42,14 +42,24 @@ def score(result: dict) -> float:
     return 100 * result.get("test_f1", result["test_accuracy"])
 
 
+def method_label(result: dict) -> str:
+    """A result's row name: the method as the papers name it, and its optimiser if not CMA-ES.
+
+    BBT and BBTv2 results name a non-CMA optimiser in their method (``bbtv2-sep-cma``, see
+    :func:`bbt_mini.bbt.method_name`), so runs with different optimisers never share a row.
+    """
+    method = result["method"]
+    optimizer = (result.get("config") or {}).get("optimizer", "cma")
+    base = method.removesuffix(f"-{optimizer}") if optimizer != "cma" else method
+    name = METHOD_NAMES.get(base, base)
+    return name if optimizer == "cma" or base not in ("bbt", "bbtv2") else f"{name} ({optimizer})"
+
+
 def results_table(results: list, tasks: tuple | None = None) -> str:
     """Markdown table of mean +- std over seeds for each (method, task) in ``results``."""
     cells = defaultdict(list)
     for r in results:
-        name = METHOD_NAMES.get(r["method"], r["method"])
-        if r["method"] == "bbt" and r.get("config", {}).get("optimizer", "cma") != "cma":
-            name += f" ({r['config']['optimizer']})"
-        cells[(name, r["task"])].append(score(r))
+        cells[(method_label(r), r["task"])].append(score(r))
     tasks = tasks or tuple(dict.fromkeys(r["task"] for r in results))
     methods = list(dict.fromkeys(m for m, _ in cells))
     out = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]

@@ -55,6 +55,17 @@ class Profile:
         """A copy with some fields changed, e.g. ``profile.replace(budget=100)``."""
         return dataclasses.replace(self, **changes)
 
+    def config(self, method: str, **overrides):
+        """BBT's or BBTv2's settings at this profile's sizes, then ``overrides``: the one place a
+        method's settings are made from a profile (see :meth:`bbt_mini.bbt.BBTConfig.from_profile`)."""
+        from .bbt import BBTConfig
+        from .bbtv2 import BBTv2Config
+
+        configs = {"bbt": BBTConfig, "bbtv2": BBTv2Config}
+        if method not in configs:
+            raise ValueError(f"profiles size the tuners {sorted(configs)}, not {method!r}")
+        return configs[method].from_profile(self, **overrides)
+
     def pick(self, **by_profile):
         """The value for this profile, e.g. ``profile.pick(small=100, colab=2000, full=8000)``.
 

@@ -83,10 +83,6 @@ class Projection:
     def d(self) -> int:
         return self.A.shape[1]
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.p0.shape
-
     def __call__(self, z: np.ndarray) -> np.ndarray:
         """Prompts for a batch ``z`` of shape (n, d) (or one ``z`` of shape (d,)): (n, L, hidden)."""
         z = np.atleast_2d(np.asarray(z, dtype=np.float32))

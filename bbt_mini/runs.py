@@ -25,12 +25,42 @@ import json
 import os
 from pathlib import Path
 
+from .bbt import BBTConfig, run_bbt
+from .bbtv2 import run_bbtv2
 from .models import cache_dir
-from .profiles import Profile, get_profile
+from .profiles import Profile, default_device, default_dtype, get_profile
+from .results import dtype_name, to_json, versions
 
 METHODS = ("manual", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
-CONFIG_FIELDS = ("budget", "prompt_length", "intrinsic_dim", "popsize", "sigma0", "alpha", "sampler", "optimizer",
-                 "loss", "bound", "eval_every", "p0")
+TUNERS = ("bbt", "bbtv2")  # the black-box methods: settings from BBTConfig/BBTv2Config, checkpoints
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))
+# The options of the baselines the command line passes on (more can be given from Python).
+BASELINE_OPTIONS = {"manual": (), "icl": ("per_class",), "prompt_tuning": ("prompt_length", "steps"),
+                    "feature_mlp": ("steps",)}
+
+
+def check_options(method: str, config: dict, method_kw: dict, checkpoint=None, k=None,
+                  test_size: int | None | str = "profile") -> None:
+    """Refuse, before any model loads, settings that are out of range or do not apply to ``method``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    unknown = set(config) - set(CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}; BBT/BBTv2 take {CONFIG_FIELDS}")
+    if k is not None and k < 1:
+        raise ValueError(f"k must be at least 1 (examples per class); got {k}")
+    if test_size not in (None, "profile") and test_size < 1:
+        raise ValueError(f"test_size must be at least 1 (or None for the whole test set); got {test_size}")
+    for name, value in method_kw.items():
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{name} must be at least 1; got {value}")
+    if method in TUNERS:
+        if method_kw:
+            raise ValueError(f"{method} does not use {sorted(method_kw)}; its settings: {list(CONFIG_FIELDS)}")
+        return
+    unused = sorted(set(config) - set(BASELINE_OPTIONS[method])) + ["checkpoint"] * bool(checkpoint)
+    if unused:
+        raise ValueError(f"{method} does not use {unused}; its options: {list(BASELINE_OPTIONS[method])}")
 
 
 def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, profile: str | Profile | None = None,
@@ -38,23 +68,22 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
         test_size: int | None | str = "profile", checkpoint=None, resume: bool = False, progress: bool = True,
         device=None, dtype=None, method_kw: dict | None = None, **config) -> dict:
     """Run ``method`` once. ``config`` overrides BBT/BBTv2 settings (``budget=``, ``sampler=``...);
-    ``method_kw`` passes options to a baseline (``steps=``, ``per_class=``...)."""
+    ``method_kw`` passes options to a baseline (``steps=``, ``per_class=``...). Settings that
+    are out of range or do not apply to the method are refused before the model loads."""
     from . import baselines
-    from .bbt import BBTConfig, run_bbt
-    from .bbtv2 import BBTv2Config, run_bbtv2
     from .experiment import prepare
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    unknown = set(config) - set(CONFIG_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)}; BBT/BBTv2 take {CONFIG_FIELDS}")
+    kw = dict(method_kw or {})
+    check_options(method, config, kw, checkpoint, k, test_size)
     if seed < 1:
         raise ValueError("seed must be 1 or more (pycma reads 0 as 'seed from the clock')")
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    tuner_config = None
+    if method in TUNERS:
+        tuner_config = profile.config(method, **config)
+        tuner_config.check()
     setup = prepare(task, model, seed, profile, variant=variant, placement=placement, k=k, test_size=test_size,
                     device=device, dtype=dtype)
-    kw = dict(method_kw or {})
     if method == "manual":
         return baselines.manual_prompt(setup)
     if method == "icl":
@@ -64,11 +93,8 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
         return baselines.prompt_tuning(setup, progress=progress, **kw)
     if method == "feature_mlp":
         return baselines.feature_mlp(setup, **kw)
-    if method == "bbt":
-        return run_bbt(setup, BBTConfig.from_profile(profile, **config), checkpoint=checkpoint, resume=resume,
-                       progress=progress)
-    return run_bbtv2(setup, BBTv2Config.from_profile(profile, **config), checkpoint=checkpoint, resume=resume,
-                     progress=progress)
+    tuner = run_bbt if method == "bbt" else run_bbtv2
+    return tuner(setup, tuner_config, checkpoint=checkpoint, resume=resume, progress=progress)
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,9 +118,12 @@ def cached_run(method: str, task="rotten_tomatoes", model="smollm2", seed: int =
     if not isinstance(task, str):
         raise ValueError("cached_run takes a registered task name; call run() for other tasks")
     settings = {k: v for k, v in kwargs.items() if k != "progress"}  # a progress bar changes no result
+    device = default_device(kwargs.get("device"))
+    machine = {"device": str(device), "dtype": dtype_name(default_dtype(device, kwargs.get("dtype"))),
+               "versions": versions()}  # resolved: $BBT_DTYPE or another GPU gives another key
     key = json.dumps({"method": method, "task": task, "model": str(model), "seed": seed,
-                      "profile": dataclasses.asdict(profile), "kwargs": settings, "source": source_hash()},
-                     sort_keys=True, default=str)
+                      "profile": dataclasses.asdict(profile), "kwargs": settings, "source": source_hash(),
+                      **machine}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     path = cache_dir() / "runs" / f"{task}-{method}-s{seed}-{digest}.json"
     if path.exists() and os.environ.get("BBT_RECOMPUTE") != "1":
@@ -103,8 +132,6 @@ def cached_run(method: str, task="rotten_tomatoes", model="smollm2", seed: int =
         return result
     result = run(method, task, model, seed, profile, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .bbt import to_json
-
     tmp = path.with_suffix(".tmp")
     to_json(result, tmp)
     os.replace(tmp, path)
@@ -133,7 +160,7 @@ def _job_calls(job: dict) -> int:
         return int(job["budget"])
     profile = job.get("profile")
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    return profile.bbtv2_budget if job["method"] == "bbtv2" else profile.budget
+    return profile.config(job["method"]).budget
 
 
 def _cached_run_job(job: dict) -> dict:

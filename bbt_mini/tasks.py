@@ -198,7 +198,16 @@ TASKS: dict[str, Task] = {}
 
 
 def register(task: Task) -> Task:
-    """Add a task to the registry (chapters and users can register their own)."""
+    """Add a task to the registry (chapters and users can register their own).
+
+    A task may replace one of its own source (an edited CSV registered again), never a
+    task of another source: a file ``imdb.csv`` must not silently stand in for the
+    built-in ``imdb``.
+    """
+    old = TASKS.get(task.name)
+    if old is not None and old.source != task.source:
+        raise ValueError(f"a {task.source} task named {task.name!r} would replace the {old.source} task of that "
+                         f"name; give it another name (csv_task(..., name=...), or rename the file)")
     TASKS[task.name] = task
     return task
 
@@ -224,11 +233,13 @@ register(Task(
 register(Task(
     "sst2", ("negative", "positive"),
     {"masked": _SENTIMENT_MASKED, "causal": _SENTIMENT_CAUSAL, "causal-paper": _SENTIMENT_CAUSAL_PAPER},
-    _hub("nyu-mll/glue", "sst2", "validation", {"text": "sentence"}), source="hub", description="GLUE SST-2; test = dev (872)."))
+    _hub("nyu-mll/glue", "sst2", "validation", {"text": "sentence"}), source="hub",
+    description="GLUE SST-2; test = dev (872)."))
 register(Task(
     "yelp_polarity", ("negative", "positive"),
     {"masked": _SENTIMENT_MASKED, "causal": _SENTIMENT_CAUSAL, "causal-paper": _SENTIMENT_CAUSAL_PAPER},
-    _hub("fancyzhx/yelp_polarity", None, "test", {"text": "text"}), source="hub", description="Yelp polarity; test 38k."))
+    _hub("fancyzhx/yelp_polarity", None, "test", {"text": "text"}), source="hub",
+    description="Yelp polarity; test 38k."))
 register(Task(
     "ag_news", ("World", "Sports", "Business", "Tech"),
     {"masked": _v("<mask> News: {text}", " World", " Sports", " Business", " Tech"),
@@ -241,7 +252,8 @@ register(Task(
     "dbpedia", _DBP,
     {"masked": _v("[ Category: <mask> ] {text}", *(" " + w for w in _DBP)),
      "causal": _v("Text: {text}\nCategory:", *(" " + w for w in _DBP))},
-    _hub("fancyzhx/dbpedia_14", None, "test", {"text": "content"}), source="hub", description="DBPedia 14 classes; test 70k."))
+    _hub("fancyzhx/dbpedia_14", None, "test", {"text": "content"}), source="hub",
+    description="DBPedia 14 classes; test 70k."))
 register(Task(
     "mrpc", ("not_equivalent", "equivalent"),
     {"masked": _v("{text1} ? <mask> , {text2}", " No", " Yes"),
@@ -314,7 +326,7 @@ def csv_task(path: str | Path, template: str, labels: dict, name: str | None = N
 TEST_HOLDOUT_SEED = 20220101  # fixed: the offline test set is the same for every run seed
 
 
-_LOADED: dict = {}
+_LOADED: dict = {}  # task name -> (the loader that produced the data, the data)
 
 
 def load_data(task: Task) -> dict:
@@ -322,9 +334,12 @@ def load_data(task: Task) -> dict:
 
     Offline tasks ship one pool of examples: ``task.test_pool`` of them, drawn with a fixed
     seed and balanced over classes, become the test set, the rest the training pool.
+    The data is reused only for the very loader that produced it (the cache holds that
+    loader, so its identity cannot pass to another): a task registered again, e.g. from
+    an edited CSV, is loaded afresh.
     """
-    key = (task.name, task.source, id(task.loader))
-    if key not in _LOADED:
+    loader, data = _LOADED.get(task.name, (None, None))
+    if loader is not task.loader:
         data = task.loader()
         if "pool" in data:
             pool = data["pool"]
@@ -340,8 +355,8 @@ def load_data(task: Task) -> dict:
                 test_idx.update(rng.choice(idx, size=per_class_c, replace=False).tolist())
             data = {"train": [ex for i, ex in enumerate(pool) if i not in test_idx],
                     "test": [pool[i] for i in sorted(test_idx)]}
-        _LOADED[key] = data
-    return _LOADED[key]
+        _LOADED[task.name] = (task.loader, data)
+    return data
 
 
 def _by_class(examples: list, n_classes: int) -> list:

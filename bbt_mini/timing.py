@@ -58,11 +58,16 @@ class Plan:
         p = self.profile
         if n < 0:
             raise ValueError(f"n must be 0 or more, got {n}")
+        for name, value in (("k", k), ("eval_every", eval_every)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None for the profile's), got {value}")
         if budget is None:
-            budget = p.bbtv2_budget if method == "bbtv2" else p.budget if method == "bbt" else 0
+            budget = p.config(method).budget if method in ("bbt", "bbtv2") else 0
         self.items.append(PlannedRuns(
-            label, n, method, budget, k or p.k_shot, classes, p.prompt_length if prompt_length is None else prompt_length,
-            (p.test_size or 1000) if test_size is None else test_size, eval_every or p.eval_every, text_scale))
+            label, n, method, budget, p.k_shot if k is None else k, classes,
+            p.prompt_length if prompt_length is None else prompt_length,
+            (p.test_size or 1000) if test_size is None else test_size,
+            p.eval_every if eval_every is None else eval_every, text_scale))
         return self
 
     def calls(self) -> int:

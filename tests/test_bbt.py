@@ -1,76 +1,119 @@
-"""The BBT and BBTv2 loops: exact budgets, determinism, checkpoint and resume, bad input."""
+"""The BBT and BBTv2 search on the one tuning loop: exact budgets, dev checks, labels, results, bad input.
+
+All on a tiny random masked LM (plumbing and bookkeeping, never results); checkpoints and
+resume are in test_resume.py.
+"""
 import json
 
 import numpy as np
 import pytest
+from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
-from bbt_mini.bbt import BBTConfig, run_bbt, to_json
-from bbt_mini.bbtv2 import BBTv2Config, run_bbtv2
-from bbt_mini.blackbox import BudgetExhausted
+from bbt_mini.bbt import BBTConfig, projection_for, run_bbt, to_json
+from bbt_mini.bbtv2 import LAYER_SEEDS, BBTv2Config, layer_seed, run_bbtv2
+from bbt_mini.experiment import evaluate
+from bbt_mini.paper import method_label, results_table
 
-TINY = dict(prompt_length=2, intrinsic_dim=6, popsize=4, budget=16, eval_every=8, sigma0=1.0)
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    return tiny_lm(tiny_folder(tmp_path_factory))
 
 
-def test_bbt_spends_exactly_its_budget_and_reports_the_curve(tiny_setup):
-    r = run_bbt(tiny_setup, BBTConfig(**{**TINY, "budget": 14}), progress=False)
-    assert r["calls"] == 14 and r["curve"][-1]["calls"] == 14
-    # dev checks (4 examples) and the test (8) are metered but not charged to the budget
+@pytest.fixture()
+def setup(lm):
+    return tiny_setup(lm)
+
+
+def test_bbt_spends_exactly_its_budget_and_meters_dev_and_test_apart(setup):
+    r = run_bbt(setup, BBTConfig(**{**TINY, "budget": 14}), progress=False)
+    assert [e["calls"] for e in r["curve"]] == [4, 8, 12, 14] and r["calls"] == 14
+    # dev checks (one call each, at 8 and at the end if the incumbent changed) and the test (1) are
+    # metered but not charged to the budget
     assert r["meter"]["calls"] == 14 + r["dev_calls"] + 1 and 1 <= r["dev_calls"] <= 2
-    assert [e["calls"] for e in r["curve"]] == [4, 8, 12, 14]
-    assert 0 <= r["test_accuracy"] <= 1 and "dev_acc" in r["curve"][1]
+    assert "dev_acc" in r["curve"][1] and "dev_acc" in r["curve"][3] and "dev_acc" not in r["curve"][0]
+
+
+def test_tested_prompt_is_the_best_dev_prompt_and_its_scores_are_recomputable(setup):
+    r = run_bbt(setup, BBTConfig(**TINY), progress=False)
+    assert evaluate(setup.service, setup.test, r["_prompt"])["accuracy"] == r["test_accuracy"]
+    assert evaluate(setup.service, setup.dev, r["_prompt"])["accuracy"] == r["best_dev_acc"]
+    assert r["best_dev_acc"] == max(e["dev_acc"] for e in r["curve"] if "dev_acc" in e)
+
+
+def test_result_records_the_runs_identity_with_resolved_device_and_dtype(setup):
+    r = run_bbt(setup, BBTConfig(**TINY), progress=False)
     data = json.loads(to_json(r))
-    for key in ("task", "method", "model", "seed", "profile", "config", "calls", "tokens", "wall_s", "curve",
-                "test_accuracy", "versions"):
-        assert key in data
-    assert "_prompt" not in data and data["versions"]["cma"]
+    assert (data["task"], data["method"], data["seed"], data["k"], data["test_size"]) == \
+        ("rotten_tomatoes", "bbt", 1, 2, 8)
+    assert data["device"] == "cpu" and data["dtype"] == "float32" and data["placement"] == "prepend"
+    assert data["model"] == setup.service.model_name and data["config"]["intrinsic_dim"] == 6
+    assert data["tokens"] == r["meter"]["tokens"] > 0 and set(data["versions"]) >= {"bbt_mini", "torch", "cma"}
+    assert "_prompt" not in data
 
 
-def test_same_seed_same_result_on_cpu(tiny_setup):
-    a = run_bbt(tiny_setup, BBTConfig(**TINY), progress=False)
-    b = run_bbt(tiny_setup, BBTConfig(**TINY), progress=False)
-    assert a["curve"] == b["curve"] and a["test_accuracy"] == b["test_accuracy"]
+def test_same_seed_repeats_and_another_seed_searches_elsewhere(setup):
+    a = run_bbt(setup, BBTConfig(**TINY), progress=False)
+    b = run_bbt(setup, BBTConfig(**TINY), progress=False)
+    assert a["curve"] == b["curve"]
     np.testing.assert_array_equal(a["_prompt"], b["_prompt"])
-    c = run_bbt(tiny_setup, BBTConfig(**TINY), seed=2, progress=False)
-    assert c["curve"] != a["curve"]
+    c = run_bbt(setup, BBTConfig(**TINY), seed=2, progress=False)
+    assert [e["train_loss"] for e in c["curve"]] != [e["train_loss"] for e in a["curve"]]
 
 
-@pytest.mark.parametrize("runner,config", [(run_bbt, BBTConfig(**TINY)),
-                                           (run_bbtv2, BBTv2Config(**{**TINY, "budget": 12}))])
-def test_resume_equals_an_uninterrupted_run(tiny_setup, tmp_path, runner, config):
-    whole = runner(tiny_setup, config, progress=False)
-    ckpt = tmp_path / "run.ckpt"
-    config.checkpoint_every = 4
-    tiny_setup.service.budget = tiny_setup.service.meter.calls + 9  # cut the run off part-way
-    with pytest.raises(BudgetExhausted):
-        runner(tiny_setup, config, checkpoint=ckpt, progress=False)
-    assert ckpt.exists()
-    tiny_setup.service.budget = None
-    resumed = runner(tiny_setup, config, checkpoint=ckpt, resume=True, progress=False)
-    assert resumed["curve"] == whole["curve"]
-    assert resumed["test_accuracy"] == whole["test_accuracy"]
-    np.testing.assert_array_equal(resumed["_prompt"], whole["_prompt"])
-
-
-def test_checkpoint_of_another_run_is_refused(tiny_setup, tmp_path):
-    ckpt = tmp_path / "run.ckpt"
-    run_bbt(tiny_setup, BBTConfig(**{**TINY, "checkpoint_every": 4}), checkpoint=ckpt, progress=False)
-    with pytest.raises(ValueError, match="belongs to another run"):
-        run_bbt(tiny_setup, BBTConfig(**{**TINY, "intrinsic_dim": 7}), checkpoint=ckpt, resume=True, progress=False)
-
-
-def test_bbtv2_spends_exactly_its_budget_layer_by_layer(tiny_setup):
-    layers = tiny_setup.service.num_layers
-    budget = 2 * layers + 3  # one full round, then a part of the next
-    r = run_bbtv2(tiny_setup, BBTv2Config(**{**TINY, "popsize": 2, "budget": budget, "eval_every": 40}),
-                  progress=False)
+def test_bbtv2_spends_exactly_its_budget_layer_by_layer(setup):
+    layers = setup.service.num_layers
+    budget = 2 * layers + 3  # popsize 2: one full round, then a part of the next
+    r = run_bbtv2(setup, BBTv2Config(**{**TINY, "popsize": 2, "budget": budget, "eval_every": 40}), progress=False)
     assert r["calls"] == budget
     assert [e["layer"] for e in r["curve"]] == list(range(layers)) + [0, 1]
-    assert len(r["layer_stats"]) == layers
+    assert len(r["layer_stats"]) == layers and r["_prompt"].shape == (layers, 2, setup.service.hidden_size)
+
+
+def test_bbtv2_moves_only_the_layer_whose_turn_it_is(setup):
+    """Every layer but the first is zero before its turn: after one generation only layer 0 moved."""
+    r = run_bbtv2(setup, BBTv2Config(**{**TINY, "budget": 4, "eval_every": 4}), progress=False)
+    assert r["curve"][0]["layer"] == 0
+    assert np.abs(r["_prompt"][1:]).max() == 0 and np.abs(r["_prompt"][0]).max() > 0
+
+
+@pytest.mark.parametrize("runner,config,label", [(run_bbt, BBTConfig, "bbt-random"),
+                                                 (run_bbtv2, BBTv2Config, "bbtv2-random")])
+def test_another_optimizer_is_named_in_the_method_and_gets_its_own_table_row(setup, runner, config, label):
+    other = runner(setup, config(**{**TINY, "budget": 8, "optimizer": "random"}), progress=False)
+    cma = runner(setup, config(**{**TINY, "budget": 8}), progress=False)
+    assert other["method"] == label and cma["method"] == label.split("-")[0]
+    table = results_table([other, cma])
+    assert f"| {method_label(other)} |" in table and f"| {method_label(cma)} |" in table
+    assert method_label(other) == method_label(cma) + " (random)" and "(n=1)" in table and "(n=2)" not in table
+
+
+def test_layer_seeds_differ_for_every_seed_and_layer_and_are_never_zero():
+    seeds = [layer_seed(s, layer) for s in range(1, 4) for layer in range(LAYER_SEEDS - 1)]
+    assert len(set(seeds)) == len(seeds) and min(seeds) > 0
+    assert layer_seed(1, 0) == 1001  # the first landing's seeds: runs repeat
+
+
+def test_p0_from_tokens_beyond_the_vocabulary_says_use_zeros(setup):
+    with pytest.raises(ValueError, match="use p0='zeros'"):
+        projection_for(setup.service, BBTConfig(**{**TINY, "p0": "tokens"}), seed=1)
 
 
 @pytest.mark.parametrize("bad,match", [({"loss": "mse"}, "unknown loss"), ({"sampler": "laplace"}, "unknown sampler"),
                                        ({"popsize": 1}, "population of at least 2"), ({"budget": 0}, "budget"),
-                                       ({"optimizer": "sgd"}, "unknown optimizer"), ({"sigma0": 0}, "sigma0")])
-def test_bad_configs_are_refused(tiny_setup, bad, match):
+                                       ({"optimizer": "sgd"}, "unknown optimizer"), ({"sigma0": 0}, "sigma0"),
+                                       ({"p0": "ones"}, "unknown p0"), ({"bound": -1.0}, "bound"),
+                                       ({"checkpoint_every": -4}, "checkpoint_every")])
+def test_bad_configs_are_refused(setup, bad, match):
     with pytest.raises(ValueError, match=match):
-        run_bbt(tiny_setup, BBTConfig(**{**TINY, **bad}), progress=False)
+        run_bbt(setup, BBTConfig(**{**TINY, **bad}), progress=False)
+
+
+def test_config_sizes_come_from_the_profile_and_bbtv2_takes_its_own_budget():
+    from bbt_mini.profiles import PROFILES
+
+    p = PROFILES["small"].replace(bbtv2_budget=70, sampler="uniform")
+    bbt, v2 = BBTConfig.from_profile(p), BBTv2Config.from_profile(p, popsize=5)
+    assert (bbt.prompt_length, bbt.intrinsic_dim, bbt.popsize, bbt.budget, bbt.eval_every, bbt.sampler) == \
+        (p.prompt_length, p.intrinsic_dim, p.popsize, p.budget, p.eval_every, "uniform")
+    assert (v2.budget, v2.sampler, v2.popsize) == (70, "normal", 5)

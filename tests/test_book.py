@@ -2,8 +2,8 @@
 from pathlib import Path
 
 import jupytext
-import numpy as np
 import nbformat
+import numpy as np
 import pytest
 import yaml
 
@@ -51,10 +51,28 @@ def test_glue_leaves_other_values_alone():
     assert plain([1, 2]) == [1, 2]
 
 
-def test_glue_returns_nothing_so_a_cell_shows_no_stray_number():
+def test_glue_hands_myst_nb_a_plain_number_and_returns_nothing(monkeypatch):
+    """In a book build glue passes the plain value on; it returns None so a cell shows no stray number."""
+    import sys
+    import types
+
     from bbt_mini.notebook import glue
 
-    assert glue("bbt_mini_test_value", np.float64(0.5)) is None
+    calls = []
+    fake = types.ModuleType("myst_nb")
+    fake.glue = lambda name, value, display=False: calls.append((name, value, display)) or "shown"
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    assert glue("x", np.float64(0.5)) is None
+    assert calls == [("x", 0.5, False)] and type(calls[0][1]) is float
+
+
+def test_glue_outside_a_book_build_does_nothing(monkeypatch):
+    import sys
+
+    from bbt_mini.notebook import glue
+
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # import myst_nb raises ImportError
+    assert glue("x", 1.0) is None
 
 
 @pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.stem)

@@ -1,42 +1,149 @@
-"""The command line: runs write the promised JSON; bad arguments fail clearly."""
+"""The command line: runs write the promised JSON; bad arguments fail clearly, before any model loads."""
+import dataclasses
 import json
 
 import pytest
+from tiny import tiny_folder
 
-from bbt_mini.__main__ import main, parse_labels
+import bbt_mini.models
+import bbt_mini.runs
+from bbt_mini.__main__ import build_parser, main, parse_labels
+from bbt_mini.bbt import BBTConfig
+from bbt_mini.runs import METHODS
+from bbt_mini.tasks import TASKS
 
 SMALL = ["--budget", "8", "--popsize", "4", "--prompt-length", "2", "--intrinsic-dim", "4", "--k", "2",
-         "--test-size", "6", "--eval-every", "4", "--dtype", "float32", "--device", "cpu", "--quiet"]
+         "--test-size", "6", "--eval-every", "4", "--p0", "zeros", "--dtype", "float32", "--device", "cpu", "--quiet"]
 
 
-def test_run_bbt_writes_json(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(tiny_folder(tmp_path_factory))
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Any attempt to load a model fails the test: the CLI must refuse bad input before."""
+    def load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were checked")
+    monkeypatch.setattr(bbt_mini.models, "_load", load)
+
+
+def test_run_bbt_writes_json(tiny, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert main(["run", "--task", "rotten_tomatoes", "--method", "bbt", "--seed", "1", "--profile", "small",
-                 "--out", str(out), *SMALL]) == 0
+    assert main(["run", "--task", "rotten_tomatoes", "--model", tiny, "--method", "bbt", "--seed", "1",
+                 "--profile", "small", "--out", str(out), *SMALL]) == 0
     r = json.loads(out.read_text())
-    for key in ("task", "method", "model", "seed", "profile", "config", "calls", "tokens", "wall_s", "curve",
-                "test_accuracy", "versions"):
-        assert key in r
     assert r["calls"] == 8 and r["config"]["intrinsic_dim"] == 4 and r["profile"] == "small"
+    assert (r["model"], r["k"], r["test_size"], r["dtype"], r["device"]) == (tiny, 2, 6, "float32", "cpu")
     assert json.loads(capsys.readouterr().out)["test_accuracy"] == r["test_accuracy"]
 
 
-def test_run_with_a_user_csv(tmp_path):
+def test_run_with_a_user_csv(tiny, tmp_path):
     data = tmp_path / "mine.csv"
-    data.write_text("text,label\n" + "\n".join(f"film {i} was {'lovely' if i % 2 else 'awful'},"
+    data.write_text("text,label\n" + "\n".join(f"film {i} was {'great' if i % 2 else 'awful'},"
                                                f"{'positive' if i % 2 else 'negative'}" for i in range(30)))
     out = tmp_path / "r.json"
-    assert main(["run", "--csv", str(data), "--template", "Review: {text} It was", "--labels",
-                 "negative:bad,positive:great", "--method", "bbt", "--out", str(out), *SMALL]) == 0
+    assert main(["run", "--csv", str(data), "--template", "{text} . It was <mask> .", "--labels",
+                 "negative:bad,positive:great", "--model", tiny, "--method", "bbt", "--out", str(out), *SMALL]) == 0
     r = json.loads(out.read_text())
     assert r["task"] == "mine" and r["calls"] == 8
 
 
-def test_manual_method(tmp_path):
-    out = tmp_path / "m.json"
-    assert main(["run", "--task", "rotten_tomatoes", "--method", "manual", "--k", "2", "--test-size", "6",
-                 "--dtype", "float32", "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["method"] == "manual"
+@pytest.mark.parametrize("method,flags,check", [
+    ("manual", [], lambda r: r["calls"] == 0),
+    ("icl", ["--per-class", "1"], lambda r: r["demonstrations"] == 2),  # one per class, not all 2 x 2 shots
+])
+def test_baselines_run_from_the_command_line(tiny, tmp_path, method, flags, check):
+    out = tmp_path / "r.json"
+    assert main(["run", "--task", "rotten_tomatoes", "--model", tiny, "--method", method, "--k", "2", "--test-size",
+                 "6", "--dtype", "float32", "--device", "cpu", "--out", str(out), *flags]) == 0
+    r = json.loads(out.read_text())
+    assert r["method"] == method and check(r)
+
+
+def test_a_csv_named_like_a_built_in_task_is_refused(tiny, tmp_path, capsys):
+    data = tmp_path / "imdb.csv"
+    data.write_text("text,label\ngood,positive\nbad,negative\n")
+    assert main(["run", "--csv", str(data), "--template", "{text} <mask>", "--labels", "negative:bad,positive:great",
+                 "--model", tiny, *SMALL]) == 2
+    assert "would replace the offline task" in capsys.readouterr().err and TASKS["imdb"].source == "offline"
+
+
+def test_missing_output_folder_fails_before_any_model_loads(no_model, tmp_path, capsys):
+    assert main(["run", "--task", "rotten_tomatoes", "--out", str(tmp_path / "nope" / "r.json"), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "does not exist" in err
+
+
+def test_missing_csv_fails_before_any_model_loads(no_model, capsys):
+    assert main(["run", "--csv", "missing.csv", "--template", "{text}", "--labels", "a:x,b:y"]) == 2
+    assert "missing.csv: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--k", "0"], "k must be at least 1"),
+    (["--test-size", "0"], "test_size must be at least 1"),
+    (["--method", "prompt_tuning", "--steps", "0"], "steps must be at least 1"),
+    (["--method", "icl", "--per-class", "0"], "per_class must be at least 1"),
+    (["--budget", "0"], "budget must be at least 1"),
+    (["--eval-every", "0"], "eval_every must be at least 1"),
+])
+def test_zero_values_are_refused_not_replaced_by_defaults(no_model, args, message, capsys):
+    assert main(["run", "--task", "rotten_tomatoes", "--profile", "ci", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "bbt", "--steps", "5"], "bbt does not use ['steps']"),
+    (["--method", "bbtv2", "--per-class", "2"], "bbtv2 does not use ['per_class']"),
+    (["--method", "manual", "--budget", "5"], "manual does not use ['budget']"),
+    (["--method", "icl", "--sampler", "uniform"], "icl does not use ['sampler']"),
+    (["--method", "feature_mlp", "--checkpoint", "c.ckpt"], "feature_mlp does not use ['checkpoint']"),
+    (["--method", "prompt_tuning", "--popsize", "4"], "prompt_tuning does not use ['popsize']"),
+])
+def test_settings_that_do_not_apply_to_the_method_are_refused(no_model, args, message, capsys):
+    assert main(["run", "--task", "rotten_tomatoes", "--profile", "ci", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+OPTIONS = {"icl": (["--per-class", "1"], {"per_class": 1}), "prompt_tuning": (["--steps", "3"], {"steps": 3}),
+           "feature_mlp": (["--steps", "3"], {"steps": 3})}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_placement_and_method_options_reach_every_method(monkeypatch, method):
+    seen = {}
+    monkeypatch.setattr(bbt_mini.runs, "run", lambda *a, **kw: seen.update(kw, args=a) or {"method": a[0]})
+    flags, method_kw = OPTIONS.get(method, ([], {}))
+    assert main(["run", "--task", "rotten_tomatoes", "--method", method, "--placement", "between", *flags]) == 0
+    assert seen["args"][0] == method and seen["placement"] == "between" and seen["method_kw"] == method_kw
+
+
+def test_every_config_setting_has_its_flag_and_reaches_the_run(monkeypatch):
+    """The flags are derived from BBTConfig: a new field gets a flag; the first landing's flags still parse."""
+    seen = {}
+    monkeypatch.setattr(bbt_mini.runs, "run", lambda *a, **kw: seen.update(kw) or {})
+    values = {"int": "3", "float": "0.5", "str": None}
+    args = []
+    for f in dataclasses.fields(BBTConfig):
+        value = f.metadata["choices"][-1] if f.metadata["choices"] else values[type(f.default).__name__
+                                                                               if f.default is not None else "float"]
+        args += ["--" + f.name.replace("_", "-"), value]
+    assert main(["run", "--task", "rotten_tomatoes", *args]) == 0
+    assert set(seen) >= {f.name for f in dataclasses.fields(BBTConfig)}
+    first_landing = ("--budget", "--prompt-length", "--intrinsic-dim", "--popsize", "--sigma0", "--alpha",
+                     "--sampler", "--optimizer", "--loss", "--bound", "--eval-every", "--k", "--test-size", "--steps",
+                     "--checkpoint", "--resume", "--device", "--dtype", "--out", "--quiet", "--placement", "--variant")
+    flags = {s for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions for s in a.option_strings}
+    assert set(first_landing) <= flags
+
+
+def test_tasks_command_lists_every_registered_task(capsys):
+    assert main(["tasks"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(TASKS)
+    assert all(line.split()[1] == TASKS[line.split()[0]].source for line in lines)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -46,7 +153,6 @@ def test_manual_method(tmp_path):
     (["--task", "rotten_tomatoes", "--seed", "0"], "seed must be 1 or more"),
     (["--task", "rotten_tomatoes", "--resume"], "--resume needs --checkpoint"),
     (["--task", "rotten_tomatoes", "--model", "not-a-model"], "unknown model"),
-    (["--csv", "missing.csv", "--template", "{text}", "--labels", "a:x,b:y"], "missing.csv"),
 ])
 def test_bad_arguments_fail_with_a_clear_message(args, message, capsys):
     assert main(["run", *args]) == 2

@@ -80,3 +80,34 @@ def test_random_search_and_pycma_seed_zero():
     r = make_optimizer("random", 5, 2.0, 1000, seed=1)
     X = r.ask()
     assert X.shape == (1000, 5) and abs(X.std() - 2.0) < 0.1
+
+
+@pytest.mark.parametrize("name", ["cma", "sep-cma"])
+def test_pycma_neither_rewinds_nor_moves_the_callers_numpy_stream(name):
+    np.random.seed(7)
+    expected = np.random.rand(6)
+    np.random.seed(7)
+    opt = make_optimizer(name, 5, 1.0, 4, seed=3)  # pycma seeds the global generator while it starts
+    drawn = [np.random.rand(2)]
+    X = opt.ask()
+    drawn.append(np.random.rand(2))
+    opt.tell(X, (X**2).sum(1))
+    drawn.append(np.random.rand(2))
+    np.testing.assert_array_equal(np.concatenate(drawn), expected)
+
+
+@pytest.mark.parametrize("name", ["cma", "sep-cma"])
+def test_pycma_candidates_do_not_depend_on_the_callers_numpy_draws(name):
+    def search(draw_between: bool) -> list:
+        opt, out = make_optimizer(name, 5, 1.0, 4, seed=3), []
+        for _ in range(3):
+            if draw_between:
+                np.random.seed(99)
+                np.random.rand(10)
+            X = opt.ask()
+            opt.tell(X, (X**2).sum(1))
+            out.append(X)
+        return out
+
+    for a, b in zip(search(False), search(True)):
+        np.testing.assert_array_equal(a, b)

@@ -101,6 +101,9 @@ def test_plan_scales_with_examples_and_prompt_length():
     assert Plan(p).add("m", method="manual").seconds(PROBE)[0] == pytest.approx(300 / 16 * 0.5)
     with pytest.raises(ValueError):
         Plan(p).add("bad", n=-1)
+    for zero in ({"k": 0}, {"eval_every": 0}):  # a zero is refused, not read as "the profile's"
+        with pytest.raises(ValueError, match="at least 1"):
+            Plan(p).add("zero", **zero)
 
 
 def test_plan_report_names_device_profile_and_every_item(monkeypatch):
@@ -113,12 +116,14 @@ def test_plan_report_names_device_profile_and_every_item(monkeypatch):
 
 def test_runs_at_once_give_the_results_of_runs_in_turn(tmp_path, monkeypatch):
     """Two worker processes return the same results, in the jobs' order, as one after another."""
+    from bbt_mini.models import tiny_random_masked_lm
     from bbt_mini.runs import cached_runs
 
     monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
     monkeypatch.setenv("BBT_RECOMPUTE", "1")
-    jobs = [dict(method="bbt", task="rotten_tomatoes", seed=s, profile="ci", budget=4, k=1, test_size=4)
-            for s in (1, 2)]
+    model = str(tiny_random_masked_lm(tmp_path / "tiny"))
+    jobs = [dict(method="bbt", task="rotten_tomatoes", model=model, seed=s, profile="ci", budget=8, k=1, test_size=4,
+                 p0="zeros", device="cpu", dtype="float32") for s in (1, 2)]
     in_turn = cached_runs(jobs, workers=1, progress=False)
     at_once = cached_runs(jobs, workers=2, progress=False)
     assert [r["seed"] for r in at_once] == [1, 2]
@@ -141,3 +146,83 @@ def test_cached_runs_rejects_bad_jobs_and_workers(monkeypatch):
         default_workers()
     monkeypatch.setenv("BBT_WORKERS", "4")
     assert default_workers() == 4
+
+
+def test_device_comes_from_the_argument_then_bbt_device(monkeypatch):
+    monkeypatch.setenv(profiles.DEVICE_ENV, "meta")
+    assert profiles.default_device() == torch.device("meta")
+    assert profiles.default_device("cpu") == torch.device("cpu")
+    monkeypatch.delenv(profiles.DEVICE_ENV)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert profiles.default_device() == torch.device("cpu")
+
+
+@pytest.fixture()
+def counted_runs(tmp_path, monkeypatch):
+    """cached_run with run() replaced by a counter: which calls compute, which read the cache."""
+    import bbt_mini.runs as runs
+
+    monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
+    monkeypatch.delenv("BBT_RECOMPUTE", raising=False)
+    monkeypatch.delenv(profiles.DTYPE_ENV, raising=False)
+    monkeypatch.delenv(profiles.DEVICE_ENV, raising=False)
+    computed = []
+
+    def fake_run(method, task, model, seed, profile, **kw):
+        computed.append(kw)
+        return {"method": method, "task": task, "seed": seed, "test_accuracy": 0.5 + len(computed) / 100,
+                "_prompt": np.zeros(2)}
+
+    monkeypatch.setattr(runs, "run", fake_run)
+    return computed
+
+
+def test_cached_run_reads_back_an_identical_run(counted_runs, tmp_path):
+    from bbt_mini.runs import cached_run
+
+    first = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", budget=8, device="cpu")
+    again = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", budget=8, device="cpu", progress=False)
+    assert (first["cached"], again["cached"]) == (False, True) and len(counted_runs) == 1
+    assert again["test_accuracy"] == first["test_accuracy"] and "_prompt" not in again
+    assert len(list((tmp_path / "runs").glob("rotten_tomatoes-bbt-s1-*.json"))) == 1  # under $BBT_MINI_CACHE
+    other = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", budget=9, device="cpu")
+    assert other["cached"] is False and len(counted_runs) == 2
+
+
+def test_cached_run_key_changes_with_the_resolved_dtype(counted_runs, monkeypatch):
+    from bbt_mini.runs import cached_run
+
+    monkeypatch.setenv(profiles.DTYPE_ENV, "bfloat16")
+    cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
+    monkeypatch.setenv(profiles.DTYPE_ENV, "float32")  # as the appendix suggests: must not read the bf16 result
+    r = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
+    assert r["cached"] is False and len(counted_runs) == 2
+    monkeypatch.setenv(profiles.DTYPE_ENV, "bf16")  # the same format by another name: the same run
+    assert cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")["cached"] is True
+
+
+def test_cached_run_key_changes_with_library_versions(counted_runs, monkeypatch):
+    import bbt_mini.runs as runs
+
+    runs.cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
+    monkeypatch.setattr(runs, "versions", lambda: {"torch": "99.0"})
+    assert runs.cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")["cached"] is False
+
+
+def test_bbt_recompute_ignores_the_cache(counted_runs, monkeypatch):
+    from bbt_mini.runs import cached_run
+
+    cached_run("manual", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
+    monkeypatch.setenv("BBT_RECOMPUTE", "1")
+    assert cached_run("manual", "rotten_tomatoes", seed=1, profile="ci", device="cpu")["cached"] is False
+    assert len(counted_runs) == 2
+
+
+def test_profile_makes_each_tuners_config_and_bbtv2_gets_its_own_budget():
+    p = PROFILES["small"].replace(bbtv2_budget=70, budget=40, sampler="uniform")
+    bbt, v2 = p.config("bbt"), p.config("bbtv2", popsize=5)
+    assert (bbt.budget, bbt.sampler, bbt.prompt_length, bbt.intrinsic_dim) == (40, "uniform", 10, 100)
+    assert (v2.budget, v2.sampler, v2.popsize) == (70, "normal", 5) and type(v2).__name__ == "BBTv2Config"
+    with pytest.raises(ValueError, match="not 'manual'"):
+        p.config("manual")
+    assert Plan(p).add("v2", method="bbtv2").calls() == 70

@@ -48,6 +48,7 @@ def test_every_registered_verbalizer_names_fields_and_words():
             assert ("<mask>" in v.template) == key.startswith("masked"), (task.name, key)
 
 
+@pytest.mark.real_model
 def test_offline_label_words_are_single_tokens_for_smollm2(smol):
     for name in OFFLINE_TASKS:
         for key, v in get_task(name).verbalizers.items():
@@ -61,6 +62,7 @@ def _write(tmp_path, text):
     return path
 
 
+@pytest.mark.real_model
 def test_csv_task_end_to_end(tmp_path, smol):
     rows = "\n".join(f"a {'lovely' if i % 2 else 'awful'} film number {i},{'pos' if i % 2 else 'neg'}"
                      for i in range(40))
@@ -85,3 +87,28 @@ def test_csv_missing_column_and_unknown_label(tmp_path):
 def test_unknown_model_lists_the_choices():
     with pytest.raises(ValueError, match="unknown model 'no-such-model'.*smollm2"):
         load_model("no-such-model", device="cpu")
+
+
+def test_a_csv_named_like_a_built_in_task_cannot_replace_it(tmp_path):
+    path = tmp_path / "imdb.csv"
+    path.write_text("text,label\nnice,pos\nbad,neg\n")
+    with pytest.raises(ValueError, match="would replace the offline task"):
+        csv_task(path, "Review: {text}", {"neg": " bad", "pos": " great"})
+    assert get_task("imdb").source == "offline"
+    assert csv_task(path, "Review: {text}", {"neg": " bad", "pos": " great"}, name="my_imdb").name == "my_imdb"
+
+
+def test_a_csv_registered_again_after_an_edit_is_read_afresh(tmp_path):
+    import gc
+
+    from bbt_mini.tasks import load_data
+
+    path = tmp_path / "edited.csv"
+    for round_ in range(5):  # the old cache, keyed by id(loader), returned stale rows once an id was reused
+        path.write_text("text,label\n" + "".join(f"row {round_} {i},{'pos' if i % 2 else 'neg'}\n" for i in range(8)))
+        task = csv_task(path, "Review: {text}", {"neg": " bad", "pos": " great"})
+        data = load_data(task)
+        rows = data["train"] + data["test"]
+        assert {ex["text"].split()[1] for ex in rows} == {str(round_)}
+        del task, data, rows
+        gc.collect()
