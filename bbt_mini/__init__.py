@@ -7,9 +7,11 @@ Modules, in the order the book introduces them:
 * :mod:`bbt_mini.blackbox`: the model as a metered service (LMaaS);
 * :mod:`bbt_mini.projection`: ``p = A z + p0`` and the samplers for ``A``;
 * :mod:`bbt_mini.cmaes` and :mod:`bbt_mini.optimizers`: CMA-ES and friends;
-* :mod:`bbt_mini.bbt` and :mod:`bbt_mini.bbtv2`: the two methods;
+* :mod:`bbt_mini.bbt` and :mod:`bbt_mini.bbtv2`: the two methods (their searches);
+* :mod:`bbt_mini.tuning`: the one loop both share (ask, evaluate, tell, dev check, checkpoint);
+* :mod:`bbt_mini.results`: what a run records (one schema for every method, JSON);
 * :mod:`bbt_mini.baselines`, :mod:`bbt_mini.cost`: what the methods are measured against;
-* :mod:`bbt_mini.profiles`: small (CPU) and full (GPU, the papers') experiment sizes.
+* :mod:`bbt_mini.profiles`: the experiment sizes (ci, small, colab, full) and the method configs.
 
 Nothing is downloaded or seeded at import time.
 """
