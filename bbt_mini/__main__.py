@@ -72,9 +72,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="cpu, cuda, cuda:1... (default: $BBT_DEVICE, else CUDA if present)")
     run.add_argument("--dtype", choices=sorted(DTYPES), help="(default: $BBT_DTYPE, else bf16 where it is native, "
                      "fp16 on older GPUs, else float32)")
+    run.add_argument("--service", help="a remote black box: an OpenAI-compatible server's URL, e.g. "
+                     "http://127.0.0.1:8011/v1 (see `serve`; bbt and manual only)")
+    run.add_argument("--api-key", help="with --service: the server's API key (default: $BBT_API_KEY)")
     run.add_argument("--out", help="write the JSON result here (default: print it)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    serve = sub.add_parser("serve", help="build the server's environment once and start vLLM on the model "
+                           "(an OpenAI-compatible server for --service)")
+    serve.add_argument("--model", default="smollm2", help="smollm2 (offline) or a local model folder")
+    serve.add_argument("--port", type=int, default=8011)
+    serve.add_argument("--api-key", help="refuse requests without this key (default: $BBT_API_KEY, else none)")
+    serve.add_argument("--max-model-len", type=int, default=512, help="the most tokens of one sequence")
+    serve.add_argument("--build-only", action="store_true", help="build the environment and stop")
     return parser
+
+
+def serve(args) -> int:
+    from . import server
+
+    if args.build_only:
+        print(server.build())
+        return 0
+    key = args.api_key or os.environ.get("BBT_API_KEY")
+    return server.serve(args.model, args.port, key, max_model_len=args.max_model_len)
 
 
 def check_paths(args) -> None:
@@ -102,6 +122,10 @@ def run(args) -> dict:
         raise ValueError("--template and --labels go with --csv")
     if args.resume and not args.checkpoint:
         raise ValueError("--resume needs --checkpoint")
+    if args.api_key and not args.service:
+        raise ValueError("--api-key goes with --service")
+    if args.api_key:
+        os.environ["BBT_API_KEY"] = args.api_key  # read where the service is built (experiment.prepare)
     config = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name) is not None}
     method_kw = {name: getattr(args, name) for name in ("steps", "per_class") if getattr(args, name) is not None}
     test_size = "profile" if args.test_size is None else args.test_size
@@ -112,12 +136,12 @@ def run(args) -> dict:
         labels = parse_labels(args.labels)
         from .models import load_model
 
-        kind = load_model(args.model, device=args.device, dtype=args.dtype).kind
+        kind = "causal" if args.service else load_model(args.model, device=args.device, dtype=args.dtype).kind
         task = csv_task(args.csv, args.template, labels, kind=kind)
     return run_method(args.method, task, args.model, args.seed, args.profile, variant=args.variant,
                       placement=args.placement, k=args.k, test_size=test_size, checkpoint=args.checkpoint,
                       resume=args.resume, progress=not args.quiet, device=args.device, dtype=args.dtype,
-                      method_kw=method_kw, **config)
+                      method_kw=method_kw, service=args.service, **config)
 
 
 def list_tasks() -> None:
@@ -132,6 +156,8 @@ def main(argv=None) -> int:
     if args.command == "tasks":
         list_tasks()
         return 0
+    if args.command == "serve":
+        return serve(args)
     try:
         result = run(args)
         text = to_json(result, args.out)

@@ -55,13 +55,23 @@ def prepare(task: str | Task = "rotten_tomatoes", model: str | LanguageModel = "
             profile: str | Profile | None = None, variant: str | None = None, placement: str = "prepend",
             k: int | None = None, test_size: int | None | str = "profile", loss: str = "ce",
             device=None, dtype=None, service: BlackBox | None = None) -> Setup:
-    """Load, split and encode. ``k`` and ``test_size`` default to the profile's values."""
+    """Load, split and encode. ``k`` and ``test_size`` default to the profile's values.
+
+    ``service``: an in-process black box to reuse, or a remote one (:mod:`bbt_mini.remote`): its
+    URL (``"http://127.0.0.1:8011/v1"``; the key from ``$BBT_API_KEY``) or a ``RemoteService``."""
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     task = get_task(task) if isinstance(task, str) else task
-    lm = model if isinstance(model, LanguageModel) else load_model(model, device=device, dtype=dtype)
+    remote = service is not None and not isinstance(service, BlackBox)  # a URL or a RemoteService
+    if remote:  # the model stays on the server; the client holds its tokenizer and embedding table
+        from .remote import remote_service
+
+        service = remote_service(service, task.verbalizer("causal", variant).words, model, loss)
+        lm = service  # texts_for reads the mask token of its tokenizer
+    else:
+        lm = model if isinstance(model, LanguageModel) else load_model(model, device=device, dtype=dtype)
     verbalizer = task.verbalizer(lm.kind, variant)
     split = kshot_split(task, k or profile.k_shot, seed, profile.test_size if test_size == "profile" else test_size)
-    if service is None or service.lm is not lm or service.label_words != verbalizer.words:
+    if not remote and (service is None or service.lm is not lm or service.label_words != verbalizer.words):
         service = BlackBox(lm, verbalizer.words, loss=loss)
     encode = lambda exs: service.encode(texts_for(task, verbalizer, exs, lm, placement), [e["label"] for e in exs])
     return Setup(task, verbalizer, split, service, encode(split.train), encode(split.dev), encode(split.test),

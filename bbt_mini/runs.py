@@ -33,6 +33,7 @@ from .results import dtype_name, to_json, versions
 
 METHODS = ("manual", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
 TUNERS = ("bbt", "bbtv2")  # the black-box methods: settings from BBTConfig/BBTv2Config, checkpoints
+REMOTE_METHODS = ("manual", "bbt")  # what runs through an OpenAI-compatible server (bbt_mini.remote)
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))
 # The options of the baselines the command line passes on (more can be given from Python).
 BASELINE_OPTIONS = {"manual": (), "icl": ("per_class",), "prompt_tuning": ("prompt_length", "steps"),
@@ -66,10 +67,12 @@ def check_options(method: str, config: dict, method_kw: dict, checkpoint=None, k
 def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, profile: str | Profile | None = None,
         variant: str | None = None, placement: str = "prepend", k: int | None = None,
         test_size: int | None | str = "profile", checkpoint=None, resume: bool = False, progress: bool = True,
-        device=None, dtype=None, method_kw: dict | None = None, **config) -> dict:
+        device=None, dtype=None, method_kw: dict | None = None, service=None, **config) -> dict:
     """Run ``method`` once. ``config`` overrides BBT/BBTv2 settings (``budget=``, ``sampler=``...);
     ``method_kw`` passes options to a baseline (``steps=``, ``per_class=``...). Settings that
-    are out of range or do not apply to the method are refused before the model loads."""
+    are out of range or do not apply to the method are refused before the model loads.
+    ``service``: a remote black box, its URL or a :class:`bbt_mini.remote.RemoteService` (``bbt`` and
+    ``manual`` only: the others need the model's layers or gradients)."""
     from . import baselines
     from .experiment import prepare
 
@@ -77,13 +80,17 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
     check_options(method, config, kw, checkpoint, k, test_size)
     if seed < 1:
         raise ValueError("seed must be 1 or more (pycma reads 0 as 'seed from the clock')")
+    if service is not None and method not in REMOTE_METHODS:
+        raise ValueError(f"{method} cannot run through a remote service: "
+                         + ("BBTv2's deep prompt enters the model's layers, which the API does not expose"
+                            if method == "bbtv2" else "it needs the model itself") + f"; remote: {REMOTE_METHODS}")
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     tuner_config = None
     if method in TUNERS:
         tuner_config = profile.config(method, **config)
         tuner_config.check()
     setup = prepare(task, model, seed, profile, variant=variant, placement=placement, k=k, test_size=test_size,
-                    device=device, dtype=dtype)
+                    device=device, dtype=dtype, service=service)
     if method == "manual":
         return baselines.manual_prompt(setup)
     if method == "icl":

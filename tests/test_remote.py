@@ -1,0 +1,304 @@
+"""The remote black box (bbt_mini.remote) against a tiny in-process OpenAI-compatible stub.
+
+The stub speaks the part of vLLM's Completions API the client uses (``prompt_embeds``,
+``allowed_token_ids``, processed log-probabilities as ``token_id:N`` keys, ``/v1/models``,
+``/tokenize``, bearer keys) and scores a sequence by a known function of it: the label
+words' log-softmax of ``mean(sequence) @ E[label words]^T``. So these tests check the wire
+(what is sent, in which order, in how many requests, how it is counted) and every error path;
+the real server's numbers are checked by tests/test_vllm.py.
+"""
+import base64
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import torch
+
+WORDS = ("<s> <pad> </s> <unk> . , : ( ) review sentiment or a the it was film good great bad dull fun not very "
+         "negative positive").split()
+LABELS = (" negative", " positive")
+
+
+@pytest.fixture(scope="module")
+def tiny_causal(tmp_path_factory):
+    """A tiny causal model folder: a word-level tokenizer (BOS head) and a random Llama (32 hidden)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-causal")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 num_key_value_heads=1, intermediate_size=64, pad_token_id=1, bos_token_id=0,
+                                 eos_token_id=2, max_position_embeddings=64)).save_pretrained(folder)
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    core.normalizer = None
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(folder)
+    return folder
+
+
+class Stub:
+    """What the stub server does; tests change its fields to misbehave."""
+
+    def __init__(self, table, tokenizer):
+        self.table, self.tokenizer = table.float(), tokenizer
+        self.key = None  # the API key it requires
+        self.fail = 0  # answer 503 to this many completions requests first
+        self.delay = 0.0  # seconds before answering a completion
+        self.raw = False  # raw log-probabilities (not renormalised over the allowed tokens)
+        self.drop = None  # a token id left out of every answer
+        self.other_tokenizer = False
+        self.requests = 0
+        self.bytes_in = 0
+        self.sizes = []  # sequences per completions request
+        self.seen = []  # the sequences received, in order
+
+    def complete(self, body: dict) -> tuple[int, dict]:
+        if self.fail > 0:
+            self.fail -= 1
+            return 503, {"error": "busy"}
+        time.sleep(self.delay)
+        allowed = body["allowed_token_ids"]
+        choices = []
+        for j, b64 in enumerate(body["prompt_embeds"]):
+            seq = torch.load(io.BytesIO(base64.b64decode(b64))).float()
+            if seq.shape[-1] != self.table.shape[1]:
+                return 400, {"error": {"message": f"prompt_embeds hidden size {seq.shape[-1]} != "
+                                                  f"{self.table.shape[1]}"}}
+            self.seen.append(seq)
+            logits = seq.mean(0) @ self.table[allowed].T
+            logp = torch.log_softmax(logits, -1) - (1.0 if self.raw else 0.0)
+            top = {f"token_id:{t}": float(v) for t, v in zip(allowed, logp) if t != self.drop}
+            choices.append({"index": j, "text": "", "logprobs": {"top_logprobs": [top]}})
+        self.sizes.append(len(body["prompt_embeds"]))
+        return 200, {"choices": choices}
+
+
+def _handler(stub: Stub):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status, obj):
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorised(self):
+            if stub.key and self.headers.get("Authorization") != f"Bearer {stub.key}":
+                self._send(401, {"error": "Unauthorized"})
+                return False
+            return True
+
+        def do_GET(self):
+            stub.requests += 1
+            if self._authorised() and self.path == "/v1/models":
+                self._send(200, {"data": [{"id": "tiny", "max_model_len": 64}]})
+
+        def do_POST(self):
+            stub.requests += 1
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            stub.bytes_in += len(body)
+            if not self._authorised():
+                return
+            body = json.loads(body)
+            if self.path == "/tokenize":
+                ids = stub.tokenizer(body["prompt"])["input_ids"]
+                self._send(200, {"tokens": ids[::-1] if stub.other_tokenizer else ids})
+            elif self.path == "/v1/completions":
+                self._send(*stub.complete(body))
+            else:
+                self._send(404, {"error": "not found"})
+    return Handler
+
+
+@pytest.fixture
+def stub(tiny_causal):
+    from transformers import AutoTokenizer
+
+    from bbt_mini.remote import _embedding_table
+
+    s = Stub(_embedding_table(tiny_causal), AutoTokenizer.from_pretrained(tiny_causal))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(s))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    s.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    yield s
+    server.shutdown()
+    server.server_close()
+
+
+def _service(stub, tiny_causal, **kw):
+    from bbt_mini.remote import RemoteService
+
+    kw = {"retries": 1, "backoff": 0.01, "timeout": 5.0, **kw}
+    return RemoteService(stub.url, LABELS, model=tiny_causal, **kw)
+
+
+TEXTS = ["review: a good film. sentiment:", "review: dull, not fun. sentiment:", "review: very bad. sentiment:",
+         "review: great fun film. sentiment:"]
+
+
+def _prompts(service, n=3, L=2, seed=0):
+    return np.random.default_rng(seed).normal(0, 0.5, (n, L, service.hidden_size)).astype(np.float32)
+
+
+def test_remote_scores_are_the_label_log_softmax_of_the_sequences_sent_in_chunks(stub, tiny_causal):
+    service = _service(stub, tiny_causal, per_request=5, in_flight=2, wire_dtype="float32")
+    batch = service.encode(TEXTS, [1, 0, 0, 1])
+    prompts = _prompts(service)
+    r = service(prompts, batch)
+    table = service._table.float()
+    ids = [service.label_ids]
+    for c in range(3):
+        for i, t in enumerate(TEXTS):
+            tokens = service.tokenizer(t)["input_ids"]  # BOS head, prompt, then the text
+            seq = torch.cat([table[tokens[:1]], torch.from_numpy(prompts[c]), table[tokens[1:]]])
+            expected = torch.log_softmax(seq.mean(0) @ table[ids[0]].T, -1).numpy()
+            np.testing.assert_allclose(r.logits[c, i], expected, atol=1e-5)
+    assert stub.sizes[1:] == [5, 5, 2]  # 12 sequences in chunks of 5, after the one-sequence probe
+    from bbt_mini.blackbox import cross_entropy
+
+    np.testing.assert_allclose(r.loss, cross_entropy(r.logits, batch.labels), rtol=1e-6)
+    m = service.meter
+    assert (m.calls, m.examples) == (3, 12)
+    assert m.requests == stub.requests == 2 + 1 + 3  # models, tokenize, probe, three chunks
+    assert m.bytes_up > stub.bytes_in > 12 * 32 * 4  # bodies plus request lines and headers
+
+
+def test_bfloat16_on_the_wire_halves_the_bytes_and_rounds_like_the_server(stub, tiny_causal):
+    batch_texts, labels = TEXTS[:2], [1, 0]
+    sizes = {}
+    for dtype in ("float32", "bfloat16"):
+        service = _service(stub, tiny_causal, wire_dtype=dtype)
+        service.check_server()
+        before = stub.bytes_in
+        service(_prompts(service, n=1, L=8), service.encode(batch_texts, labels))
+        sizes[dtype] = stub.bytes_in - before
+    assert stub.seen[-1].dtype == torch.float32  # the stub reads any dtype as float32
+    assert 0.4 < sizes["bfloat16"] / sizes["float32"] < 0.75  # torch.save's header is the same
+
+
+def test_wrong_api_key_is_refused_with_a_clear_error(stub, tiny_causal):
+    from bbt_mini.remote import ServiceError
+
+    stub.key = "right"
+    service = _service(stub, tiny_causal, api_key="wrong")
+    with pytest.raises(ServiceError, match="refused the API key"):
+        service(_prompts(service), service.encode(TEXTS, [1, 0, 0, 1]))
+    ok = _service(stub, tiny_causal, api_key="right")
+    assert ok(_prompts(ok), ok.encode(TEXTS, [1, 0, 0, 1])).logits.shape == (3, 4, 2)
+
+
+def test_label_word_missing_from_the_answer_is_an_error_not_a_loss(stub, tiny_causal):
+    from bbt_mini.remote import ServiceError
+
+    service = _service(stub, tiny_causal)
+    stub.drop = service.label_ids[1]
+    with pytest.raises(ServiceError, match="' positive'.*missing.*processed_logprobs"):
+        service(_prompts(service), service.encode(TEXTS, [1, 0, 0, 1]))
+
+
+def test_raw_logprobs_from_a_server_without_processed_mode_are_refused(stub, tiny_causal):
+    from bbt_mini.remote import ServiceError
+
+    stub.raw = True
+    service = _service(stub, tiny_causal)
+    with pytest.raises(ServiceError, match="sum to 0.3679, not 1.*processed_logprobs"):
+        service(_prompts(service), service.encode(TEXTS, [1, 0, 0, 1]))
+
+
+def test_busy_server_is_retried_with_backoff_and_the_answer_is_kept(stub, tiny_causal):
+    service = _service(stub, tiny_causal, retries=3)
+    service.check_server()
+    stub.fail = 2
+    r = service(_prompts(service), service.encode(TEXTS, [1, 0, 0, 1]))
+    assert r.logits.shape == (3, 4, 2) and np.isfinite(r.loss).all()
+    assert stub.fail == 0
+
+
+def test_unreachable_server_gives_a_clear_error_after_bounded_retries(tiny_causal):
+    import socket
+
+    from bbt_mini.remote import RemoteService, ServiceUnavailable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    service = RemoteService(f"http://127.0.0.1:{port}/v1", LABELS, model=tiny_causal, retries=2, backoff=0.05)
+    t0 = time.perf_counter()
+    with pytest.raises(ServiceUnavailable, match="after 3 tries.*ConnectionRefused.*--resume"):
+        service(_prompts(service), service.encode(TEXTS, [1, 0, 0, 1]))
+    assert 0.15 <= time.perf_counter() - t0 < 5  # waited 0.05 + 0.1, not forever
+
+
+def test_slow_server_times_out_on_every_try(stub, tiny_causal):
+    from bbt_mini.remote import ServiceUnavailable
+
+    service = _service(stub, tiny_causal, timeout=0.3, retries=1)
+    service.check_server()
+    stub.delay = 1.0
+    t0 = time.perf_counter()
+    with pytest.raises(ServiceUnavailable, match="after 2 tries.*(timed out|timeout)"):
+        service(_prompts(service, n=1), service.encode(TEXTS[:1], [1]))
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_server_with_another_tokenizer_is_refused(stub, tiny_causal):
+    from bbt_mini.remote import ServiceError
+
+    stub.other_tokenizer = True
+    service = _service(stub, tiny_causal)
+    with pytest.raises(ServiceError, match="tokenizer differs.*another model"):
+        service.check_server()
+
+
+def test_server_with_another_hidden_size_is_refused(stub, tiny_causal):
+    from bbt_mini.remote import ServiceError
+
+    stub.table = torch.zeros(len(WORDS), 64)
+    service = _service(stub, tiny_causal)
+    with pytest.raises(ServiceError, match="HTTP 400.*hidden size 32"):
+        service.check_server()
+
+
+def test_deep_prompts_and_hidden_states_are_refused(stub, tiny_causal):
+    from bbt_mini.remote import ServiceError
+
+    service = _service(stub, tiny_causal)
+    batch = service.encode(TEXTS, [1, 0, 0, 1])
+    with pytest.raises(ServiceError, match="deep prompts.*does not expose"):
+        service(np.zeros((1, service.num_layers, 2, service.hidden_size), np.float32), batch)
+    with pytest.raises(ServiceError, match="no hidden states"):
+        service.hidden_stats(batch)
+
+
+def test_bbtv2_and_white_box_methods_are_refused_through_a_service_before_any_call():
+    from bbt_mini.runs import run
+
+    for method in ("bbtv2", "prompt_tuning", "icl"):
+        with pytest.raises(ValueError, match=f"{method} cannot run through a remote service"):
+            run(method, service="http://127.0.0.1:9/v1")
+
+
+def test_bbt_runs_unchanged_through_the_remote_service(stub, tiny_causal):
+    from bbt_mini.bbt import BBTConfig, run_bbt
+    from bbt_mini.experiment import prepare
+
+    service = _service(stub, tiny_causal, per_request=16)
+    setup = prepare("rotten_tomatoes", tiny_causal, seed=1, profile="ci", k=2, test_size=6, service=service)
+    assert setup.service.label_words == LABELS and setup.service is service
+    config = BBTConfig(prompt_length=2, intrinsic_dim=6, popsize=4, budget=16, eval_every=8, sigma0=1.0, p0="zeros")
+    result = run_bbt(setup, config, seed=1, progress=False)
+    assert result["calls"] == 16 and result["model"] == str(tiny_causal) and result["device"] == stub.url
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert service.meter.bytes_up > 16 * 4 * 2 * 32 * 2  # every call's embedded sequences went on the wire
