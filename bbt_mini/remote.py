@@ -132,11 +132,14 @@ class RemoteService:
     served_name: the server's name for it (default: the only model the server lists).
     loss, budget: as :class:`bbt_mini.blackbox.BlackBox`.
     api_key: sent as ``Authorization: Bearer <key>``.
-    timeout: seconds per request; retries, backoff: bounded retries with waits
+    timeout: seconds per request (generous: a CPU server takes ~0.2 s per sequence, and a request
+        given up on may still be computed); retries, backoff: bounded retries with waits
         ``backoff, 2 backoff, 4 backoff...`` before :class:`ServiceUnavailable`.
     per_request: sequences (candidate x example) per request; in_flight: requests at once.
-    wire_dtype: the number format of the sequences sent (``"bfloat16"``: the server's).
-    server_dtype: the number format the server runs (results record it; the API does not say).
+    wire_dtype: the number format of the sequences sent: ``"float32"`` (exact) or ``"bfloat16"``
+        (half the bytes; what a bf16 server rounds them to anyway).
+    server_dtype: the number format the server runs, as results record it (the API does not say;
+        default: ``bbt_mini.server.default_dtype()``, what ``python -m bbt_mini serve`` starts).
     """
 
     kind = "causal"
@@ -144,9 +147,9 @@ class RemoteService:
 
     def __init__(self, url: str, label_words: Sequence[str], *, model: str | Path = "smollm2",
                  served_name: str | None = None, loss: str = "ce", budget: int | None = None,
-                 api_key: str | None = None, timeout: float = 60.0, retries: int = 4, backoff: float = 1.0,
-                 per_request: int = 64, in_flight: int = 4, wire_dtype: str = "bfloat16",
-                 server_dtype: str = "bfloat16"):
+                 api_key: str | None = None, timeout: float = 300.0, retries: int = 4, backoff: float = 1.0,
+                 per_request: int = 32, in_flight: int = 2, wire_dtype: str = "float32",
+                 server_dtype: str | None = None):
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
@@ -178,6 +181,10 @@ class RemoteService:
         self.per_request, self.in_flight = per_request, in_flight
         self.meter = Meter()
         self._lock = threading.Lock()  # requests in flight update the meter from several threads
+        if server_dtype is None:
+            from .server import default_dtype
+
+            server_dtype = default_dtype()
         self.dtype = server_dtype
         self.served_name = served_name
         self.max_length: int | None = None

