@@ -153,10 +153,16 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
     """
     from tqdm.auto import tqdm
 
+    if init not in ("tokens", "zeros"):
+        raise ValueError(f"unknown init {init!r}; choose 'tokens' or 'zeros'")
     box = WhiteBox.behind(setup.service, dtype=torch.float32)
     train, dev, test = _whitebox_batches(setup, box)
     torch.manual_seed(setup.seed if seed is None else seed)
     if init == "tokens":
+        vocab = box.lm.model.get_input_embeddings().num_embeddings
+        if P0_FIRST_TOKEN + prompt_length > vocab:
+            raise ValueError(f"init='tokens' starts from tokens {P0_FIRST_TOKEN}..{P0_FIRST_TOKEN + prompt_length - 1}, "
+                             f"but {box.lm.name} has {vocab} tokens; use init='zeros'")
         ids = torch.arange(P0_FIRST_TOKEN, P0_FIRST_TOKEN + prompt_length)
         with torch.no_grad():
             start = box.lm.embed(ids).float().cpu()
