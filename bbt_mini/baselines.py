@@ -84,6 +84,14 @@ def _context_ids(setup: Setup, per_class: int | None) -> tuple[str, list]:
     return context, setup.service.token_ids(context)
 
 
+def _most_per_class(setup: Setup, room: int) -> int:
+    """The most demonstrations per class whose context fits in ``room`` tokens (0: not even one)."""
+    for n in range(int(np.bincount(setup.train.labels, minlength=setup.service.num_classes).min()), 0, -1):
+        if len(_context_ids(setup, n)[1]) <= room:
+            return n
+    return 0
+
+
 def in_context(setup: Setup, per_class: int | None = None) -> dict:
     """In-context learning: demonstrations from the training set before every test input.
 
@@ -101,15 +109,14 @@ def in_context(setup: Setup, per_class: int | None = None) -> dict:
     room = None if limit is None else limit - len(test.head) - int(test.lengths().max())
     context, ids = _context_ids(setup, per_class)
     if room is not None and len(ids) > room:
-        fits = [n for n in range(min(np.bincount(setup.train.labels, minlength=service.num_classes)), 0, -1)
-                if len(_context_ids(setup, n)[1]) <= room]
-        most = fits[0] if fits else 0
+        most = _most_per_class(setup, room)
+        shown = f"{context.count(chr(10) * 2)} demonstrations ({len(ids)} tokens)"
         if per_class is not None or not most:
-            raise ValueError(f"{context.count(chr(10) * 2)} demonstrations take {len(ids)} tokens, but with the longest "
-                             f"test input {service.model_name} has room for {room} (of {limit}); "
-                             + (f"at most {most} per class fit" if most else "not even one per class fits"))
-        warnings.warn(f"all {context.count(chr(10) * 2)} demonstrations ({len(ids)} tokens) overflow "
-                      f"{service.model_name}'s {limit} tokens; using {most} per class", stacklevel=2)
+            fit = f"at most {most} per class fit" if most else "not even one per class fits"
+            raise ValueError(f"{shown} overflow {service.model_name}: with the longest test input there is room "
+                             f"for {room} (of {limit}); {fit}")
+        warnings.warn(f"all {shown} overflow {service.model_name}'s {limit} tokens; using {most} per class",
+                      stacklevel=2)
         per_class = most
         context, ids = _context_ids(setup, per_class)
     prompt = service.token_embeddings(ids)
@@ -138,8 +145,10 @@ def _fingerprint(model: torch.nn.Module) -> str:
 
 def _whitebox_batches(setup: Setup, box: WhiteBox) -> tuple[Batch, Batch, Batch]:
     """The train, dev and test examples encoded for ``box`` (a copy of the model may differ in dtype only)."""
-    enc = lambda exs: box.encode(texts_for(setup.task, setup.verbalizer, exs, box, setup.placement),
-                                 [e["label"] for e in exs])
+    def enc(examples: list) -> Batch:
+        return box.encode(texts_for(setup.task, setup.verbalizer, examples, box, setup.placement),
+                          [e["label"] for e in examples])
+
     return enc(setup.split.train), enc(setup.split.dev), enc(setup.split.test)
 
 
@@ -161,7 +170,7 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
     if init == "tokens":
         vocab = box.lm.model.get_input_embeddings().num_embeddings
         if P0_FIRST_TOKEN + prompt_length > vocab:
-            raise ValueError(f"init='tokens' starts from tokens {P0_FIRST_TOKEN}..{P0_FIRST_TOKEN + prompt_length - 1}, "
+            raise ValueError(f"init='tokens' needs token ids {P0_FIRST_TOKEN}..{P0_FIRST_TOKEN + prompt_length - 1}, "
                              f"but {box.lm.name} has {vocab} tokens; use init='zeros'")
         ids = torch.arange(P0_FIRST_TOKEN, P0_FIRST_TOKEN + prompt_length)
         with torch.no_grad():

@@ -111,7 +111,7 @@ def real_batch(service: BlackBox, task: str, examples: int, seed: int = 1) -> Ba
 def naive_logits(lm: LanguageModel, label_ids: torch.Tensor, prompts: torch.Tensor, batch: Batch) -> torch.Tensor:
     """The authors' way: per candidate, one forward of all examples, full-vocabulary logits."""
     deep = prompts.dim() == 4
-    B, L, H = len(batch), prompts.shape[-2], prompts.shape[-1]
+    B, L = len(batch), prompts.shape[-2]
     T = max(len(p) for p in batch.pieces)
     ids = torch.full((B, T), lm.tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((B, T + L + len(batch.head)), dtype=torch.long)

@@ -63,7 +63,10 @@ def prepare(task: str | Task = "rotten_tomatoes", model: str | LanguageModel = "
     split = kshot_split(task, k or profile.k_shot, seed, profile.test_size if test_size == "profile" else test_size)
     if service is None or model_behind(service) is not lm or service.label_words != verbalizer.words:
         service = BlackBox(lm, verbalizer.words, loss=loss)
-    encode = lambda exs: service.encode(texts_for(task, verbalizer, exs, service, placement), [e["label"] for e in exs])
+
+    def encode(examples: list) -> Batch:
+        return service.encode(texts_for(task, verbalizer, examples, service, placement), [e["label"] for e in examples])
+
     return Setup(task, verbalizer, split, service, encode(split.train), encode(split.dev), encode(split.test),
                  profile, seed, placement)
 

@@ -24,7 +24,7 @@ socket.socket.connect = _local_only
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "real_model: uses the 135M SmolLM2 (slow on a CPU); the rest use tiny random models")
+    config.addinivalue_line("markers", "real_model: uses the 135M SmolLM2 (slow on a CPU); others use tiny models")
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,10 @@ def test_the_hand_written_walk_sees_the_deep_entries(tiny_causal):
 
 def test_deep_prompt_hooks_do_nothing_outside_their_block_and_go_with_their_owner(tiny_causal):
     ids = torch.tensor([tiny_causal.tokenizer("a good film .")["input_ids"]])
-    count = lambda: sum(len(layer._forward_pre_hooks) for layer in tiny_causal.layers)
+
+    def count():
+        return sum(len(layer._forward_pre_hooks) for layer in tiny_causal.layers)
+
     before = count()
     with torch.no_grad():
         plain = tiny_causal.body(input_ids=ids).last_hidden_state
