@@ -182,7 +182,7 @@ class Forward:
     def prepend(self, prompt, deep, head_emb, ids, mask) -> torch.Tensor:
         """[head, prompt, text] for every (candidate, example) in one forward."""
         nc, L, H = prompt.shape
-        Bg, T = ids.shape
+        Bg = ids.shape[0]
         x = torch.cat([self._with_head(prompt, head_emb).unsqueeze(1).expand(-1, Bg, -1, -1),
                        self.lm.embed(ids).unsqueeze(0).expand(nc, -1, -1, -1)], 2).reshape(nc * Bg, -1, H)
         head = 0 if head_emb is None else head_emb.shape[0]

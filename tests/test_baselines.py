@@ -128,8 +128,7 @@ def test_in_context_end_to_end_on_a_masked_lm(tiny_masked, tmp_path, monkeypatch
 
 
 def test_prompt_tuning_lowers_the_training_loss_on_the_service_forward(tiny_causal_setup):
-    r = baselines.prompt_tuning(tiny_causal_setup, prompt_length=2, steps=6, lr=0.5, eval_every=3, init="zeros",
-                                progress=False)
+    r = baselines.prompt_tuning(tiny_causal_setup, prompt_length=2, steps=6, lr=0.5, eval_every=3, progress=False)
     losses = [e["train_loss"] for e in r["curve"]]
     assert losses[-1] < losses[0]
     assert r["weights_unchanged"] is True
@@ -184,3 +183,8 @@ def test_feature_mlp_learns_a_separable_task_end_to_end_on_a_masked_lm(tiny_mask
     s = prepare(toy_task(tmp_path), tiny_masked, seed=1, profile="ci", k=8, test_size=20)
     r = baselines.feature_mlp(s, steps=200, eval_every=50)
     assert r["test_accuracy"] >= 0.9 and r["passes"]["forward_examples"] == len(s.train) + len(s.dev) + len(s.test)
+
+
+def test_prompt_tuning_refuses_an_unknown_init(tiny_causal_setup):
+    with pytest.raises(ValueError, match="unknown init 'random'; choose 'tokens' or 'zeros'"):
+        baselines.prompt_tuning(tiny_causal_setup, init="random", progress=False)
