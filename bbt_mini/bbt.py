@@ -196,8 +196,8 @@ class Run:
     def result(self, test: bool = True, **extra) -> dict:
         """The run as JSON-ready data (the command line writes exactly this)."""
         prompt = self.best_prompt if self.best_prompt is not None else self.incumbent[1]
-        out = {"task": self.setup.task.name, "method": self.method, "model": self.setup.service.model_name, "seed": self.seed,
-               "profile": self.setup.profile.name, "placement": self.setup.placement,
+        out = {"task": self.setup.task.name, "method": self.method, "model": self.setup.service.model_name,
+               "seed": self.seed, "profile": self.setup.profile.name, "placement": self.setup.placement,
                "config": dataclasses.asdict(self.config), "calls": self.calls, "dev_calls": self.dev_calls,
                "best_dev_acc": self.best_dev, "best_dev_calls": self.best_calls, "curve": self.curve, **extra}
         if test:
