@@ -20,13 +20,14 @@ Prompts come in two shapes:
   layer ``l``.
 
 **What a provider would have to publish** for BBT and BBTv2 to work, and all the tuner may
-use: the model's name and kind (:attr:`BlackBox.model_name`, :attr:`BlackBox.kind`), its
-mask token, its hidden size and number of layers, its length limit, its tokenizer
-(:meth:`BlackBox.token_ids`, :meth:`BlackBox.token_strings`), some word embeddings
-(:meth:`BlackBox.token_embeddings`: BBT's ``p0``), the statistics of its word embeddings and
-of its hidden states (:meth:`BlackBox.embedding_stats`, :meth:`BlackBox.hidden_stats`:
-BBTv2's normal sampler), and the call itself. The model stays inside; only
-:func:`model_behind` opens the box, for the methods that are white-box on purpose.
+use: the model's name and kind (:attr:`BlackBox.model_name`, :attr:`BlackBox.kind`), the
+number format and device it runs on, its mask token, hidden size, number of layers and
+length limit, its tokenizer (:meth:`BlackBox.token_ids`, :meth:`BlackBox.token_strings`),
+some word embeddings (:meth:`BlackBox.token_embeddings`: BBT's ``p0``), the statistics of
+its word embeddings and hidden states (:meth:`BlackBox.embedding_stats`,
+:meth:`BlackBox.hidden_stats`: BBTv2's normal sampler), and the call itself. The model
+stays inside; only :func:`model_behind` opens the box, for the methods that are white-box
+on purpose.
 
 Where the work is done: :mod:`bbt_mini.encoding` (tokenising once, length groups),
 :mod:`bbt_mini.forward` (how a prompt enters the model) and :mod:`bbt_mini.metrics` (losses).
@@ -132,6 +133,16 @@ class BlackBox:
     def mask_token(self) -> str | None:
         """The mask token to write into a masked LM's template, or ``None`` (causal LMs)."""
         return self._lm.mask_token
+
+    @property
+    def dtype(self) -> str:
+        """The number format the model runs in (``"float32"``, ``"bfloat16"``...): results depend on it."""
+        return str(self._lm.dtype).replace("torch.", "")
+
+    @property
+    def device(self) -> str:
+        """Where the model runs (``"cpu"``, ``"cuda:0"``...), as results and cache keys record it."""
+        return str(self._lm.device)
 
     @property
     def hidden_size(self) -> int:

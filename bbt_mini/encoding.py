@@ -38,11 +38,26 @@ class Batch:
 
     def cache_bytes(self) -> int:
         """Bytes held by the cached keys/values."""
-        return sum(t.numel() * t.element_size() for kv, _ in self._cache.values() for pair in kv for t in pair)
+        return sum(_kv_bytes(kv) for kv, _ in self._cache.values())
+
+    def cached(self, key: tuple):
+        """The cached keys/values and mask stored under ``key``, or ``None``."""
+        return self._cache.get(key)
+
+    def keep(self, key: tuple, entry: tuple, max_bytes: int) -> bool:
+        """Store ``entry`` (keys/values, mask) under ``key`` if the cache stays within ``max_bytes``."""
+        if self.cache_bytes() + _kv_bytes(entry[0]) > max_bytes:
+            return False
+        self._cache[key] = entry
+        return True
 
     def clear_cache(self) -> None:
         """Drop the cached keys/values (they are recomputed when needed)."""
         self._cache.clear()
+
+
+def _kv_bytes(kv: list) -> int:
+    return sum(t.numel() * t.element_size() for pair in kv for t in pair)
 
 
 def encode(tokenizer, kind: str, texts: Sequence, labels: Sequence[int], num_classes: int) -> Batch:

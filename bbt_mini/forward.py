@@ -224,14 +224,12 @@ class Forward:
         (a training batch, reused by every call); past that (a large test set) computed per call.
         """
         key = (tuple(idx.tolist()), self.lm.dtype, str(self.lm.device))
-        if key in batch._cache:
-            return batch._cache[key]
-        b_ids, b_mask = self.pad([batch.before[i] for i in idx])
-        out = self.lm.body(input_ids=b_ids, attention_mask=b_mask, use_cache=True)
-        entry = ([(k.clone(), v.clone()) for k, v in _kv_tensors(self._returned_cache(out))], b_mask)
-        size = sum(t.numel() * t.element_size() for pair in entry[0] for t in pair)
-        if batch.cache_bytes() + size <= self.cache_bytes:
-            batch._cache[key] = entry
+        entry = batch.cached(key)
+        if entry is None:
+            b_ids, b_mask = self.pad([batch.before[i] for i in idx])
+            out = self.lm.body(input_ids=b_ids, attention_mask=b_mask, use_cache=True)
+            entry = ([(k.clone(), v.clone()) for k, v in _kv_tensors(self._returned_cache(out))], b_mask)
+            batch.keep(key, entry, self.cache_bytes)
         return entry
 
     def between(self, prompt, deep, batch: Batch, idx, ids, mask) -> torch.Tensor:

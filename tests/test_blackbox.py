@@ -112,6 +112,7 @@ def test_the_service_publishes_no_model(tiny_causal_setup):
     assert "lm" not in {f.name for f in dataclasses.fields(Setup)} and not hasattr(tiny_causal_setup, "lm")
     assert (service.model_name, service.kind, service.mask_token) == (lm.name, "causal", None)
     assert (service.hidden_size, service.num_layers, service.max_length) == (32, 2, 256)
+    assert (service.dtype, service.device) == ("float32", "cpu")
 
 
 def test_what_the_service_publishes_of_its_tokenizer(tiny_causal):
