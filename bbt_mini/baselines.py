@@ -32,6 +32,7 @@ from .blackbox import Batch, BlackBox
 from .experiment import Setup, evaluate, scores, texts_for
 from .whitebox import WhiteBox
 
+DEMO_SEPARATOR = "\n\n"  # after each demonstration
 P0_FIRST_TOKEN = 1000  # prompt tuning starts, like BBT's p0, from the embeddings of tokens 1000, 1001, ...
 
 
@@ -66,6 +67,10 @@ def demonstrations(setup: Setup, per_class: int | None = None, seed: int | None 
     rng = np.random.default_rng(setup.seed if seed is None else seed)
     examples = setup.split.train
     if per_class is not None:
+        most = int(np.bincount([ex["label"] for ex in examples], minlength=len(setup.task.classes)).min())
+        if not 1 <= per_class <= most:
+            raise ValueError(f"per_class must lie in 1..{most} (the k-shot training set's smallest class); "
+                             f"got {per_class}")
         chosen = []
         for c in range(len(setup.task.classes)):
             chosen += [ex for ex in examples if ex["label"] == c][:per_class]
@@ -76,7 +81,7 @@ def demonstrations(setup: Setup, per_class: int | None = None, seed: int | None 
         text = setup.task.format(ex, setup.verbalizer, None)
         word = words[ex["label"]]
         parts.append(text.replace("<mask>", word.strip()) if "<mask>" in text else text + word)
-    return "\n\n".join(parts) + "\n\n"
+    return DEMO_SEPARATOR.join(parts) + DEMO_SEPARATOR
 
 
 def _context_ids(setup: Setup, per_class: int | None) -> tuple[str, list]:
@@ -110,7 +115,7 @@ def in_context(setup: Setup, per_class: int | None = None) -> dict:
     context, ids = _context_ids(setup, per_class)
     if room is not None and len(ids) > room:
         most = _most_per_class(setup, room)
-        shown = f"{context.count(chr(10) * 2)} demonstrations ({len(ids)} tokens)"
+        shown = f"{context.count(DEMO_SEPARATOR)} demonstrations ({len(ids)} tokens)"
         if per_class is not None or not most:
             fit = f"at most {most} per class fit" if most else "not even one per class fits"
             raise ValueError(f"{shown} overflow {service.model_name}: with the longest test input there is room "
@@ -123,9 +128,9 @@ def in_context(setup: Setup, per_class: int | None = None) -> dict:
     m0 = service.meter.snapshot()
     test_scores, shares = _shares(service, test, prompt)
     used = {k: v - m0[k] for k, v in service.meter.snapshot().items()}
-    return _result(setup, "icl", test_scores, calls=0, demonstrations=context.count("\n\n"), per_class=per_class,
-                   context_tokens=len(ids), predicted_share=shares, tokens=used["tokens"], wall_s=used["wall_s"],
-                   meter=used)
+    return _result(setup, "icl", test_scores, calls=0, demonstrations=context.count(DEMO_SEPARATOR),
+                   per_class=per_class, context_tokens=len(ids), predicted_share=shares, tokens=used["tokens"],
+                   wall_s=used["wall_s"], meter=used)
 
 
 # ------------------------------------------------------------------ with the weights

@@ -188,3 +188,9 @@ def test_feature_mlp_learns_a_separable_task_end_to_end_on_a_masked_lm(tiny_mask
 def test_prompt_tuning_refuses_an_unknown_init(tiny_causal_setup):
     with pytest.raises(ValueError, match="unknown init 'random'; choose 'tokens' or 'zeros'"):
         baselines.prompt_tuning(tiny_causal_setup, init="random", progress=False)
+
+
+@pytest.mark.parametrize("per_class", [0, 3])
+def test_in_context_refuses_a_per_class_the_training_set_cannot_give(tiny_causal_setup, per_class):
+    with pytest.raises(ValueError, match=rf"per_class must lie in 1..2 .*got {per_class}"):
+        baselines.in_context(tiny_causal_setup, per_class=per_class)
