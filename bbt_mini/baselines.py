@@ -27,21 +27,22 @@ import warnings
 import numpy as np
 import torch
 
-from .bbt import versions
+from .bbt import P0_FIRST_TOKEN  # prompt tuning starts, like BBT's p0, from tokens 1000, 1001, ...
 from .blackbox import Batch, BlackBox
 from .experiment import Setup, evaluate, scores, texts_for
+from .results import result, used_since
 from .whitebox import WhiteBox
 
 DEMO_SEPARATOR = "\n\n"  # after each demonstration
-P0_FIRST_TOKEN = 1000  # prompt tuning starts, like BBT's p0, from the embeddings of tokens 1000, 1001, ...
 
 
-def _result(setup: Setup, method: str, test: dict, **extra) -> dict:
-    out = {"task": setup.task.name, "method": method, "model": setup.service.model_name, "seed": setup.seed,
-           "profile": setup.profile.name, "test_accuracy": test["accuracy"], **extra, "versions": versions()}
-    if setup.task.metric == "f1":
-        out["test_f1"] = test["f1"]
-    return out
+def _result(setup: Setup, method: str, test: dict, before: dict, **extra) -> dict:
+    """The common result schema (:func:`bbt_mini.results.result`); ``before``: the meter when the run began.
+
+    The gradient baselines work on the weights (:class:`~bbt_mini.whitebox.WhiteBox`), not through
+    the service, so its meter shows none of their passes: they report them as ``passes``.
+    """
+    return result(setup, method, test, used_since(setup.service.meter, before), **extra)
 
 
 def _shares(service: BlackBox, batch: Batch, prompt=None) -> tuple[dict, list]:
@@ -57,9 +58,7 @@ def manual_prompt(setup: Setup) -> dict:
     m0 = setup.service.meter.snapshot()
     test, shares = _shares(setup.service, setup.test)
     dev = evaluate(setup.service, setup.dev)
-    used = {k: v - m0[k] for k, v in setup.service.meter.snapshot().items()}
-    return _result(setup, "manual", test, calls=0, dev_accuracy=dev["accuracy"], predicted_share=shares,
-                   tokens=used["tokens"], wall_s=used["wall_s"], meter=used)
+    return _result(setup, "manual", test, m0, calls=0, dev_accuracy=dev["accuracy"], predicted_share=shares)
 
 
 def demonstrations(setup: Setup, per_class: int | None = None, seed: int | None = None) -> str:
@@ -127,10 +126,8 @@ def in_context(setup: Setup, per_class: int | None = None) -> dict:
     prompt = service.token_embeddings(ids)
     m0 = service.meter.snapshot()
     test_scores, shares = _shares(service, test, prompt)
-    used = {k: v - m0[k] for k, v in service.meter.snapshot().items()}
-    return _result(setup, "icl", test_scores, calls=0, demonstrations=context.count(DEMO_SEPARATOR),
-                   per_class=per_class, context_tokens=len(ids), predicted_share=shares, tokens=used["tokens"],
-                   wall_s=used["wall_s"], meter=used)
+    return _result(setup, "icl", test_scores, m0, calls=0, demonstrations=context.count(DEMO_SEPARATOR),
+                   per_class=per_class, context_tokens=len(ids), predicted_share=shares)
 
 
 # ------------------------------------------------------------------ with the weights
@@ -191,7 +188,7 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
             return scores(box.logits(p[None], batch)[0].float().cpu().numpy(), batch.labels)
 
     before = _fingerprint(box.lm.model)
-    rss0, t0 = _peak_rss_bytes(), time.perf_counter()
+    rss0, t0, m0 = _peak_rss_bytes(), time.perf_counter(), setup.service.meter.snapshot()
     curve, best = [], (-1.0, prompt.detach().clone(), 0)
     for step in tqdm(range(1, steps + 1), desc="prompt tuning", disable=not progress, mininterval=5.0):
         logits = box.logits(prompt[None], train)[0]
@@ -208,7 +205,7 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
         curve.append(entry)
     wall = time.perf_counter() - t0
     unchanged = _fingerprint(box.lm.model) == before
-    return _result(setup, "prompt_tuning", test_scores(test, best[1]), steps=steps, lr=lr,
+    return _result(setup, "prompt_tuning", test_scores(test, best[1]), m0, steps=steps, lr=lr,
                    prompt_length=prompt_length, best_dev_acc=best[0], best_dev_step=best[2], curve=curve, wall_s=wall,
                    passes={"forward_examples": steps * len(train), "backward_examples": steps * len(train)},
                    peak_rss_growth_bytes=_peak_rss_bytes() - rss0, weights_unchanged=unchanged,
@@ -228,7 +225,7 @@ def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1
     MLP. The best-dev MLP is tested.
     """
     box = WhiteBox.behind(setup.service)
-    t0 = time.perf_counter()
+    t0, m0 = time.perf_counter(), setup.service.meter.snapshot()
     X = {name: features(box, b) for name, b in (("train", setup.train), ("dev", setup.dev), ("test", setup.test))}
     torch.manual_seed(setup.seed if seed is None else seed)
     mean, std = X["train"].mean(0), X["train"].std(0) + 1e-6
@@ -252,5 +249,5 @@ def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1
     with torch.no_grad():
         test = scores(mlp(norm["test"]).numpy(), setup.test.labels)
     n = len(setup.train) + len(setup.dev) + len(setup.test)
-    return _result(setup, "feature_mlp", test, best_dev_acc=best[0], best_dev_step=best[2], steps=steps,
+    return _result(setup, "feature_mlp", test, m0, best_dev_acc=best[0], best_dev_step=best[2], steps=steps,
                    wall_s=time.perf_counter() - t0, passes={"forward_examples": n, "backward_examples": 0})

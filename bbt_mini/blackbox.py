@@ -145,26 +145,6 @@ class BlackBox:
         return str(self._lm.device)
 
     @property
-    def model_name(self) -> str:
-        return self.lm.name
-
-    @property
-    def kind(self) -> str:
-        return self.lm.kind
-
-    @property
-    def mask_token(self) -> str | None:
-        return self.lm.tokenizer.mask_token
-
-    @property
-    def device(self) -> torch.device:
-        return self.lm.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.lm.dtype
-
-    @property
     def hidden_size(self) -> int:
         return self._lm.hidden_size
 
@@ -180,6 +160,11 @@ class BlackBox:
     @property
     def num_classes(self) -> int:
         return len(self.label_words)
+
+    @property
+    def vocab_size(self) -> int:
+        """How many rows the input-embedding table has (token ids run from 0 to this minus 1)."""
+        return self._lm.model.get_input_embeddings().num_embeddings
 
     def token_ids(self, text: str) -> list[int]:
         """The token ids of ``text``, without special tokens (how the provider's tokenizer splits it)."""
@@ -197,7 +182,7 @@ class BlackBox:
     def embedding_stats(self) -> tuple[float, float]:
         """Mean and standard deviation of all word-embedding entries (for BBTv2's sampler)."""
         with torch.inference_mode():
-            vocab = self._lm.model.get_input_embeddings().num_embeddings
+            vocab = self.vocab_size
             e = torch.cat([self._lm.embed(torch.arange(i, min(i + 8192, vocab))).float()
                            for i in range(0, vocab, 8192)])
             return float(e.mean()), float(e.std())

@@ -23,10 +23,6 @@ def _local_only(self, address):
 socket.socket.connect = _local_only
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "real_model: uses the 135M SmolLM2 (slow on a CPU); others use tiny models")
-
-
 @pytest.fixture(scope="session")
 def smol():
     """The offline SmolLM2 in float32 (exact comparisons). Slow on a CPU: for ``real_model`` tests."""
