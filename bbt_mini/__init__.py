@@ -4,7 +4,8 @@ Modules, in the order the book introduces them:
 
 * :mod:`bbt_mini.models`: load the frozen model (offline default: SmolLM2-135M);
 * :mod:`bbt_mini.tasks`: tasks, templates, label words, k-shot splits;
-* :mod:`bbt_mini.blackbox`: the model as a metered service (LMaaS);
+* :mod:`bbt_mini.blackbox`: the model as a metered service (LMaaS), built on :mod:`bbt_mini.encoding`,
+  :mod:`bbt_mini.forward` and :mod:`bbt_mini.metrics`; :mod:`bbt_mini.whitebox` opens it on purpose;
 * :mod:`bbt_mini.projection`: ``p = A z + p0`` and the samplers for ``A``;
 * :mod:`bbt_mini.cmaes` and :mod:`bbt_mini.optimizers`: CMA-ES and friends;
 * :mod:`bbt_mini.bbt` and :mod:`bbt_mini.bbtv2`: the two methods (their searches);

@@ -6,10 +6,11 @@ Through the black box (no weights needed):
 * :func:`in_context`: the k-shot training examples written out, with their answers, before
   each test input (Brown et al., 2020). The demonstrations are the same for every input,
   so they go in as a prompt of real token embeddings, whose keys and values the service
-  computes once (exactly what feeding them as text computes).
+  computes once (exactly what feeding them as text computes). They always precede the
+  whole test input, whatever the setup's placement, and stay within the model's length limit.
 
 With the weights (what a reader who *can* download the model would do; these cross the
-service boundary on purpose and say so):
+service boundary on purpose, through :class:`bbt_mini.whitebox.WhiteBox`):
 
 * :func:`prompt_tuning`: the same soft prompt, trained by gradient descent with Adam
   (Lester et al., 2021);
@@ -18,24 +19,30 @@ service boundary on purpose and say so):
 """
 from __future__ import annotations
 
+import hashlib
 import resource
 import time
+import warnings
 
 import numpy as np
 import torch
 
-from .bbt import versions
+from .bbt import P0_FIRST_TOKEN  # prompt tuning starts, like BBT's p0, from tokens 1000, 1001, ...
 from .blackbox import Batch, BlackBox
 from .experiment import Setup, evaluate, scores, texts_for
-from .models import load_model
+from .results import result, used_since
+from .whitebox import WhiteBox
+
+DEMO_SEPARATOR = "\n\n"  # after each demonstration
 
 
-def _result(setup: Setup, method: str, test: dict, **extra) -> dict:
-    out = {"task": setup.task.name, "method": method, "model": setup.lm.name, "seed": setup.seed,
-           "profile": setup.profile.name, "test_accuracy": test["accuracy"], **extra, "versions": versions()}
-    if setup.task.metric == "f1":
-        out["test_f1"] = test["f1"]
-    return out
+def _result(setup: Setup, method: str, test: dict, before: dict, **extra) -> dict:
+    """The common result schema (:func:`bbt_mini.results.result`); ``before``: the meter when the run began.
+
+    The gradient baselines work on the weights (:class:`~bbt_mini.whitebox.WhiteBox`), not through
+    the service, so its meter shows none of their passes: they report them as ``passes``.
+    """
+    return result(setup, method, test, used_since(setup.service.meter, before), **extra)
 
 
 def _shares(service: BlackBox, batch: Batch, prompt=None) -> tuple[dict, list]:
@@ -51,9 +58,7 @@ def manual_prompt(setup: Setup) -> dict:
     m0 = setup.service.meter.snapshot()
     test, shares = _shares(setup.service, setup.test)
     dev = evaluate(setup.service, setup.dev)
-    used = {k: v - m0[k] for k, v in setup.service.meter.snapshot().items()}
-    return _result(setup, "manual", test, calls=0, dev_accuracy=dev["accuracy"], predicted_share=shares,
-                   tokens=used["tokens"], wall_s=used["wall_s"], meter=used)
+    return _result(setup, "manual", test, m0, calls=0, dev_accuracy=dev["accuracy"], predicted_share=shares)
 
 
 def demonstrations(setup: Setup, per_class: int | None = None, seed: int | None = None) -> str:
@@ -61,6 +66,10 @@ def demonstrations(setup: Setup, per_class: int | None = None, seed: int | None 
     rng = np.random.default_rng(setup.seed if seed is None else seed)
     examples = setup.split.train
     if per_class is not None:
+        most = int(np.bincount([ex["label"] for ex in examples], minlength=len(setup.task.classes)).min())
+        if not 1 <= per_class <= most:
+            raise ValueError(f"per_class must lie in 1..{most} (the k-shot training set's smallest class); "
+                             f"got {per_class}")
         chosen = []
         for c in range(len(setup.task.classes)):
             chosen += [ex for ex in examples if ex["label"] == c][:per_class]
@@ -71,23 +80,54 @@ def demonstrations(setup: Setup, per_class: int | None = None, seed: int | None 
         text = setup.task.format(ex, setup.verbalizer, None)
         word = words[ex["label"]]
         parts.append(text.replace("<mask>", word.strip()) if "<mask>" in text else text + word)
-    return "\n\n".join(parts) + "\n\n"
+    return DEMO_SEPARATOR.join(parts) + DEMO_SEPARATOR
+
+
+def _context_ids(setup: Setup, per_class: int | None) -> tuple[str, list]:
+    context = demonstrations(setup, per_class)
+    return context, setup.service.token_ids(context)
+
+
+def _most_per_class(setup: Setup, room: int) -> int:
+    """The most demonstrations per class whose context fits in ``room`` tokens (0: not even one)."""
+    for n in range(int(np.bincount(setup.train.labels, minlength=setup.service.num_classes).min()), 0, -1):
+        if len(_context_ids(setup, n)[1]) <= room:
+            return n
+    return 0
 
 
 def in_context(setup: Setup, per_class: int | None = None) -> dict:
     """In-context learning: demonstrations from the training set before every test input.
 
-    ``per_class``: demonstrations per class (default: all of the k-shot training set).
+    ``per_class``: demonstrations per class (default: all of the k-shot training set, or, if
+    they overflow the model's length limit with the longest test input, the most per class
+    that fit, with a warning). An explicit ``per_class`` that does not fit is refused.
     One API call on the test set (with a long prompt: the meter counts its tokens).
     """
-    context = demonstrations(setup, per_class)
-    ids = setup.lm.tokenizer(context, add_special_tokens=False)["input_ids"]
-    prompt = setup.service.token_embeddings(ids)
-    m0 = setup.service.meter.snapshot()
-    test, shares = _shares(setup.service, setup.test, prompt)
-    used = {k: v - m0[k] for k, v in setup.service.meter.snapshot().items()}
-    return _result(setup, "icl", test, calls=0, demonstrations=context.count("\n\n"), context_tokens=len(ids),
-                   predicted_share=shares, tokens=used["tokens"], wall_s=used["wall_s"], meter=used)
+    service = setup.service
+    test = setup.test
+    if setup.placement != "prepend":  # the demonstrations go before the whole test input
+        test = service.encode(texts_for(setup.task, setup.verbalizer, setup.split.test, service, "prepend"),
+                              [e["label"] for e in setup.split.test])
+    limit = service.max_length
+    room = None if limit is None else limit - len(test.head) - int(test.lengths().max())
+    context, ids = _context_ids(setup, per_class)
+    if room is not None and len(ids) > room:
+        most = _most_per_class(setup, room)
+        shown = f"{context.count(DEMO_SEPARATOR)} demonstrations ({len(ids)} tokens)"
+        if per_class is not None or not most:
+            fit = f"at most {most} per class fit" if most else "not even one per class fits"
+            raise ValueError(f"{shown} overflow {service.model_name}: with the longest test input there is room "
+                             f"for {room} (of {limit}); {fit}")
+        warnings.warn(f"all {shown} overflow {service.model_name}'s {limit} tokens; using {most} per class",
+                      stacklevel=2)
+        per_class = most
+        context, ids = _context_ids(setup, per_class)
+    prompt = service.token_embeddings(ids)
+    m0 = service.meter.snapshot()
+    test_scores, shares = _shares(service, test, prompt)
+    return _result(setup, "icl", test_scores, m0, calls=0, demonstrations=context.count(DEMO_SEPARATOR),
+                   per_class=per_class, context_tokens=len(ids), predicted_share=shares)
 
 
 # ------------------------------------------------------------------ with the weights
@@ -97,74 +137,84 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _whitebox(setup: Setup) -> tuple[BlackBox, Batch, Batch, Batch]:
-    """A float32 copy of the model with the same read-out, for gradients; re-encoded batches."""
-    lm = load_model(setup.lm.name, device=setup.lm.device, dtype=torch.float32)
-    service = BlackBox(lm, setup.verbalizer.words, cache_prompt=False)
-    enc = lambda exs: service.encode(texts_for(setup.task, setup.verbalizer, exs, lm, setup.placement),
-                                     [e["label"] for e in exs])
-    return service, enc(setup.split.train), enc(setup.split.dev), enc(setup.split.test)
+def _fingerprint(model: torch.nn.Module) -> str:
+    """A hash of every parameter's bytes: any change to any weight changes it."""
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().contiguous().view(torch.uint8).cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _whitebox_batches(setup: Setup, box: WhiteBox) -> tuple[Batch, Batch, Batch]:
+    """The train, dev and test examples encoded for ``box`` (a copy of the model may differ in dtype only)."""
+    def enc(examples: list) -> Batch:
+        return box.encode(texts_for(setup.task, setup.verbalizer, examples, box, setup.placement),
+                          [e["label"] for e in examples])
+
+    return enc(setup.split.train), enc(setup.split.dev), enc(setup.split.test)
 
 
 def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: float = 1e-2, eval_every: int = 5,
                   seed: int | None = None, init: str = "tokens", progress: bool = True) -> dict:
     """Gradient prompt tuning: Adam on the soft prompt, full-batch cross-entropy on train.
 
-    The model is frozen (its weights are checked unchanged); only the ``L x hidden`` prompt
-    learns. The best-dev prompt is tested. Cost: one forward and one backward pass over
-    the training set per step.
+    The model is frozen (its weights are checked unchanged, byte for byte); only the
+    ``L x hidden`` prompt learns, on a float32 copy of the model. The best-dev prompt is tested. Cost: one forward
+    and one backward pass over the training set per step.
     """
     from tqdm.auto import tqdm
 
-    service, train, dev, test = _whitebox(setup)
-    lm = service.lm
+    if init not in ("tokens", "zeros"):
+        raise ValueError(f"unknown init {init!r}; choose 'tokens' or 'zeros'")
+    box = WhiteBox.behind(setup.service, dtype=torch.float32)
+    train, dev, test = _whitebox_batches(setup, box)
     torch.manual_seed(setup.seed if seed is None else seed)
     if init == "tokens":
-        start = torch.tensor(service.token_embeddings(range(1000, 1000 + prompt_length)))
+        vocab = box.lm.model.get_input_embeddings().num_embeddings
+        if P0_FIRST_TOKEN + prompt_length > vocab:
+            raise ValueError(f"init='tokens' needs token ids {P0_FIRST_TOKEN}..{P0_FIRST_TOKEN + prompt_length - 1}, "
+                             f"but {box.lm.name} has {vocab} tokens; use init='zeros'")
+        ids = torch.arange(P0_FIRST_TOKEN, P0_FIRST_TOKEN + prompt_length)
+        with torch.no_grad():
+            start = box.lm.embed(ids).float().cpu()
     else:
-        start = torch.zeros(prompt_length, lm.hidden_size)
+        start = torch.zeros(prompt_length, box.hidden_size)
     prompt = torch.nn.Parameter(start.clone())
     opt = torch.optim.Adam([prompt], lr=lr)
     labels = torch.as_tensor(train.labels)
-    fingerprint = lambda: [float(p.double().sum()) for p in lm.model.parameters()]
-    before = fingerprint()
-    rss0, t0 = _peak_rss_bytes(), time.perf_counter()
+
+    def test_scores(batch: Batch, p: torch.Tensor) -> dict:
+        with torch.inference_mode():
+            return scores(box.logits(p[None], batch)[0].float().cpu().numpy(), batch.labels)
+
+    before = _fingerprint(box.lm.model)
+    rss0, t0, m0 = _peak_rss_bytes(), time.perf_counter(), setup.service.meter.snapshot()
     curve, best = [], (-1.0, prompt.detach().clone(), 0)
     for step in tqdm(range(1, steps + 1), desc="prompt tuning", disable=not progress, mininterval=5.0):
-        logits = service._logits(prompt[None], train)[0]  # white-box: the same forward, with gradients
+        logits = box.logits(prompt[None], train)[0]
         loss = torch.nn.functional.cross_entropy(logits, labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
         entry = {"step": step, "train_loss": loss.item()}
         if step % eval_every == 0 or step == steps:
-            with torch.no_grad():
-                dev_acc = evaluate(service, dev, prompt.detach().numpy())["accuracy"]
+            dev_acc = test_scores(dev, prompt.detach())["accuracy"]
             entry["dev_acc"] = dev_acc
             if dev_acc > best[0]:
                 best = (dev_acc, prompt.detach().clone(), step)
         curve.append(entry)
     wall = time.perf_counter() - t0
-    unchanged = fingerprint() == before
-    test_scores = evaluate(service, test, best[1].numpy())
-    return _result(setup, "prompt_tuning", test_scores, steps=steps, lr=lr, prompt_length=prompt_length,
-                   best_dev_acc=best[0], best_dev_step=best[2], curve=curve, wall_s=wall,
+    unchanged = _fingerprint(box.lm.model) == before
+    return _result(setup, "prompt_tuning", test_scores(test, best[1]), m0, steps=steps, lr=lr,
+                   prompt_length=prompt_length, best_dev_acc=best[0], best_dev_step=best[2], curve=curve, wall_s=wall,
                    passes={"forward_examples": steps * len(train), "backward_examples": steps * len(train)},
                    peak_rss_growth_bytes=_peak_rss_bytes() - rss0, weights_unchanged=unchanged,
                    _prompt=best[1].numpy())
 
 
-def features(service: BlackBox, batch: Batch) -> torch.Tensor:
+def features(box: WhiteBox, batch: Batch) -> torch.Tensor:
     """The frozen model's final hidden state at the read-out position of each example (B, hidden)."""
-    lm = service.lm
-    out = torch.empty(len(batch), lm.hidden_size)
-    with torch.inference_mode():
-        for idx in service._groups(batch, np.arange(len(batch))):
-            ids, mask = service._pad([batch.head + batch.pieces[i] for i in idx])
-            h = lm.body(input_ids=ids, attention_mask=mask).last_hidden_state
-            pos = torch.as_tensor(batch.readout[idx] + len(batch.head))
-            out[torch.as_tensor(idx)] = h[torch.arange(len(idx)), pos].float().cpu()
-    return out
+    return box.features(batch)
 
 
 def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1e-3, weight_decay: float = 1e-2,
@@ -174,14 +224,14 @@ def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1
     Cost: one forward pass per example to extract features (train, dev, test), then a tiny
     MLP. The best-dev MLP is tested.
     """
-    service = setup.service
-    t0 = time.perf_counter()
-    X = {name: features(service, b) for name, b in (("train", setup.train), ("dev", setup.dev), ("test", setup.test))}
+    box = WhiteBox.behind(setup.service)
+    t0, m0 = time.perf_counter(), setup.service.meter.snapshot()
+    X = {name: features(box, b) for name, b in (("train", setup.train), ("dev", setup.dev), ("test", setup.test))}
     torch.manual_seed(setup.seed if seed is None else seed)
     mean, std = X["train"].mean(0), X["train"].std(0) + 1e-6
     norm = {k: (v - mean) / std for k, v in X.items()}
-    mlp = torch.nn.Sequential(torch.nn.Linear(service.hidden_size, hidden), torch.nn.ReLU(),
-                              torch.nn.Linear(hidden, service.num_classes))
+    mlp = torch.nn.Sequential(torch.nn.Linear(box.hidden_size, hidden), torch.nn.ReLU(),
+                              torch.nn.Linear(hidden, setup.service.num_classes))
     opt = torch.optim.AdamW(mlp.parameters(), lr=lr, weight_decay=weight_decay)
     y = torch.as_tensor(setup.train.labels)
     best = (-1.0, None, 0)
@@ -190,7 +240,7 @@ def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step % eval_every == 0:
+        if step % eval_every == 0 or step == steps:
             with torch.no_grad():
                 acc = scores(mlp(norm["dev"]).numpy(), setup.dev.labels)["accuracy"]
             if acc > best[0]:
@@ -199,5 +249,5 @@ def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1
     with torch.no_grad():
         test = scores(mlp(norm["test"]).numpy(), setup.test.labels)
     n = len(setup.train) + len(setup.dev) + len(setup.test)
-    return _result(setup, "feature_mlp", test, best_dev_acc=best[0], best_dev_step=best[2], steps=steps,
+    return _result(setup, "feature_mlp", test, m0, best_dev_acc=best[0], best_dev_step=best[2], steps=steps,
                    wall_s=time.perf_counter() - t0, passes={"forward_examples": n, "backward_examples": 0})

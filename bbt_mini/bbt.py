@@ -99,11 +99,10 @@ def p0_for(service: BlackBox, config: BBTConfig) -> np.ndarray:
     L, H = config.prompt_length, service.hidden_size
     if config.p0 == "zeros":
         return np.zeros((L, H), np.float32)
-    try:
-        return service.token_embeddings(range(P0_FIRST_TOKEN, P0_FIRST_TOKEN + L))
-    except IndexError:
+    if P0_FIRST_TOKEN + L > service.vocab_size:
         raise ValueError(f"p0='tokens' takes the embeddings of tokens {P0_FIRST_TOKEN}..{P0_FIRST_TOKEN + L - 1}, "
-                         "beyond this model's vocabulary; use p0='zeros'") from None
+                         f"beyond this model's {service.vocab_size} tokens; use p0='zeros'")
+    return service.token_embeddings(range(P0_FIRST_TOKEN, P0_FIRST_TOKEN + L))
 
 
 def projection_for(service: BlackBox, config: BBTConfig, seed: int) -> Projection:

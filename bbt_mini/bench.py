@@ -29,8 +29,9 @@ import time
 import numpy as np
 import torch
 
-from .blackbox import Batch, BlackBox, _deep_prompt_hook
-from .models import LanguageModel, load_model
+from .blackbox import Batch, BlackBox
+from .forward import DeepPrompt
+from .models import LanguageModel, load_model, word_tokenizer
 from .profiles import DTYPES, default_device, default_dtype
 
 # Configurations of real models, for random-weight timing runs without the hub.
@@ -75,15 +76,11 @@ def random_shape_model(shape: str, device: torch.device, dtype: torch.dtype, see
         model = LlamaForCausalLM(LlamaConfig(**spec))
         kind = "causal"
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    # A stand-in tokenizer: pads with id 1, masks with id 4, knows the label words of SHAPE_WORDS.
+    return LanguageModel(shape, kind, model, word_tokenizer(kind), device, dtype)
 
-    class _Tok:  # just enough of a tokenizer for synthetic batches
-        pad_token_id, mask_token_id, all_special_ids = 1, 4, [0, 1, 2, 3, 4]
-        mask_token = "<mask>"
 
-        def __call__(self, word, add_special_tokens=False):
-            return {"input_ids": [1000 + sum(word.encode()) % 1000]}
-
-    return LanguageModel(shape, kind, model, _Tok(), device, dtype)
+SHAPE_WORDS = ("bad", "good")  # label words of the random-weight models (in the stand-in tokenizer)
 
 
 def synthetic_batch(lm: LanguageModel, examples: int, tokens: int, classes: int, seed: int = 0) -> Batch:
@@ -105,19 +102,18 @@ def real_batch(service: BlackBox, task: str, examples: int, seed: int = 1) -> Ba
     from .tasks import get_task, kshot_split
 
     t = get_task(task)
-    verbalizer = t.verbalizer(service.lm.kind)
+    verbalizer = t.verbalizer(service.kind)
     per_class = max(1, examples // len(t.classes))
     split = kshot_split(t, per_class, seed)
-    return service.encode(texts_for(t, verbalizer, split.train, service.lm), [e["label"] for e in split.train])
+    return service.encode(texts_for(t, verbalizer, split.train, service), [e["label"] for e in split.train])
 
 
 def naive_logits(lm: LanguageModel, label_ids: torch.Tensor, prompts: torch.Tensor, batch: Batch) -> torch.Tensor:
     """The authors' way: per candidate, one forward of all examples, full-vocabulary logits."""
     deep = prompts.dim() == 4
-    B, L, H = len(batch), prompts.shape[-2], prompts.shape[-1]
+    B, L = len(batch), prompts.shape[-2]
     T = max(len(p) for p in batch.pieces)
-    pad = lm.tokenizer.pad_token_id
-    ids = torch.full((B, T), pad, dtype=torch.long)
+    ids = torch.full((B, T), lm.tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((B, T + L + len(batch.head)), dtype=torch.long)
     for r, p in enumerate(batch.pieces):
         ids[r, :len(p)] = torch.tensor(p)
@@ -125,21 +121,18 @@ def naive_logits(lm: LanguageModel, label_ids: torch.Tensor, prompts: torch.Tens
     ids, mask = ids.to(lm.device), mask.to(lm.device)
     text = lm.embed(ids)
     head = lm.embed(torch.tensor(batch.head, dtype=torch.long)) if batch.head else None
-    state = type("S", (), {"_deep": None})()
-    handles = [layer.register_forward_pre_hook(_deep_prompt_hook(lambda: state, i), with_kwargs=True)
-               for i, layer in enumerate(lm.layers) if i > 0]
+    hooks = DeepPrompt(lm.layers)
     out = []
     try:
         for c in range(prompts.shape[0]):
             p = (prompts[c, 0] if deep else prompts[c]).unsqueeze(0).expand(B, -1, -1)
             parts = ([head.unsqueeze(0).expand(B, -1, -1)] if head is not None else []) + [p, text]
-            state._deep = (prompts[c:c + 1], len(batch.head)) if deep else None
-            logits = lm.model(inputs_embeds=torch.cat(parts, 1), attention_mask=mask).logits  # (B, T', vocab)
+            with hooks.adding(prompts[c:c + 1] if deep else None, len(batch.head)):
+                logits = lm.model(inputs_embeds=torch.cat(parts, 1), attention_mask=mask).logits  # (B, T', vocab)
             pos = torch.as_tensor(batch.readout + L + len(batch.head), device=lm.device)
             out.append(logits[torch.arange(B, device=lm.device), pos][:, label_ids].float())
     finally:
-        for h in handles:
-            h.remove()
+        hooks.remove()
     return torch.stack(out)
 
 
@@ -166,7 +159,7 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
     if model in SHAPES:
         naive_lm = random_shape_model(model, device, torch.float32, seed)
         fast_lm = random_shape_model(model, device, fast_dtype, seed)
-        words = ["a", "b"]
+        words = SHAPE_WORDS
     else:
         naive_lm = load_model(model, device=device, dtype=torch.float32)
         fast_lm = load_model(model, device=device, dtype=fast_dtype)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blackbox import Batch, BlackBox, accuracy, f1
+from .blackbox import Batch, BlackBox, model_behind
+from .metrics import accuracy, f1
 from .models import LanguageModel, load_model
 from .profiles import Profile, get_profile
 from .tasks import Split, Task, Verbalizer, get_task, kshot_split
@@ -19,7 +20,7 @@ PLACEMENTS = ("prepend", "between")
 
 @dataclass
 class Setup:
-    """Everything one run needs: the service and the encoded examples."""
+    """Everything one run needs: the service and the encoded examples (no model: it stays in the service)."""
 
     task: Task
     verbalizer: Verbalizer
@@ -32,16 +33,15 @@ class Setup:
     seed: int
     placement: str
 
-    @property
-    def lm(self) -> LanguageModel:
-        return self.service.lm
 
+def texts_for(task: Task, verbalizer: Verbalizer, examples: list, service, placement: str = "prepend"):
+    """The examples as the service takes them: strings (prompt first) or ``(before, after)`` pairs.
 
-def texts_for(task: Task, verbalizer: Verbalizer, examples: list, lm: LanguageModel, placement: str = "prepend"):
-    """The examples as the service takes them: strings (prompt first) or ``(before, after)`` pairs."""
+    ``service``: the black box (or anything with its ``mask_token``), whose mask token the
+    template gets."""
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown placement {placement!r}; choose one of {PLACEMENTS}")
-    mask = lm.tokenizer.mask_token
+    mask = service.mask_token
     if placement == "prepend":
         return [task.format(ex, verbalizer, mask) for ex in examples]
     # "between": the prompt goes right after the last text field, before the question.
@@ -66,14 +66,16 @@ def prepare(task: str | Task = "rotten_tomatoes", model: str | LanguageModel = "
         from .remote import remote_service
 
         service = remote_service(service, task.verbalizer("causal", variant).words, model, loss)
-        lm = service  # texts_for reads the mask token of its tokenizer
     else:
         lm = model if isinstance(model, LanguageModel) else load_model(model, device=device, dtype=dtype)
-    verbalizer = task.verbalizer(lm.kind, variant)
+    verbalizer = task.verbalizer(service.kind if remote else lm.kind, variant)
     split = kshot_split(task, k or profile.k_shot, seed, profile.test_size if test_size == "profile" else test_size)
-    if not remote and (service is None or service.lm is not lm or service.label_words != verbalizer.words):
+    if not remote and (service is None or model_behind(service) is not lm or service.label_words != verbalizer.words):
         service = BlackBox(lm, verbalizer.words, loss=loss)
-    encode = lambda exs: service.encode(texts_for(task, verbalizer, exs, lm, placement), [e["label"] for e in exs])
+
+    def encode(examples: list) -> Batch:
+        return service.encode(texts_for(task, verbalizer, examples, service, placement), [e["label"] for e in examples])
+
     return Setup(task, verbalizer, split, service, encode(split.train), encode(split.dev), encode(split.test),
                  profile, seed, placement)
 

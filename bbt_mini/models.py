@@ -63,6 +63,26 @@ class LanguageModel:
         return self.model.config.num_hidden_layers
 
     @property
+    def mask_token(self) -> str | None:
+        """The tokenizer's mask token (masked LMs), or ``None``."""
+        return self.tokenizer.mask_token if self.kind == "masked" else None
+
+    @property
+    def max_length(self) -> int | None:
+        """The most tokens one input may hold (``None``: no stated limit).
+
+        ``max_position_embeddings`` counts position rows, not usable positions: RoBERTa-style
+        embeddings (RoBERTa, XLM-R; they have a ``padding_idx``) number real tokens from
+        ``padding_idx + 1``, so the first ``padding_idx + 1`` rows (2 for RoBERTa: 514 rows,
+        512 tokens) are never used by a token. BERT and causal LMs number from 0.
+        """
+        rows = getattr(self.model.config, "max_position_embeddings", None)
+        if rows is None:
+            return None
+        padding_idx = getattr(getattr(self.body, "embeddings", None), "padding_idx", None)
+        return rows - (padding_idx + 1) if padding_idx is not None else rows
+
+    @property
     def body(self) -> nn.Module:
         """The transformer without its output head (``LlamaModel``, ``RobertaModel``...)."""
         return self.model.base_model
@@ -213,35 +233,71 @@ def load_model(name: str = "smollm2", device=None, dtype=None) -> LanguageModel:
 
 TINY_VOCAB = ("<s> <pad> </s> <unk> <mask> . , ! ? a an the it was is this that movie film story plot acting "
               "good great bad awful terrible fine dull fun boring not very really and but of to in news sports "
-              "business world tech yes no maybe").split()
+              "business world tech yes no maybe negative positive").split()
+
+
+def word_tokenizer(kind: str = "masked"):
+    """A word-level tokenizer over :data:`TINY_VOCAB` (tiny test models and timing stand-ins).
+
+    ``masked``: ``<s> text </s>`` with a ``<mask>`` token, as RoBERTa; ``causal``: ``<s> text``
+    (a BOS token, as Llama), no mask token. Words outside the vocabulary become ``<unk>``.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(TINY_VOCAB)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    if kind == "masked":
+        core.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
+                                                            special_tokens=[("<s>", 0), ("</s>", 2)])
+        return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", cls_token="<s>", pad_token="<pad>",
+                                       eos_token="</s>", sep_token="</s>", unk_token="<unk>", mask_token="<mask>")
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+# The tiny models' embedding tables have more rows than the word-level tokenizer has words (as many real
+# models pad theirs): BBT's p0 is made of tokens 1000.., which must exist (up to L = 100).
+TINY_SHAPE = dict(vocab_size=1100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, pad_token_id=1)
 
 
 def tiny_random_masked_lm(folder: str | Path, family: str = "roberta", seed: int = 0) -> Path:
-    """Save a tiny randomly initialised masked LM and a word-level tokenizer to ``folder``.
+    """Save a tiny randomly initialised masked LM (2 layers) and a word-level tokenizer to ``folder``.
 
     Only for checking the masked-LM road without the hub: its outputs are noise, so it
     tests plumbing (special tokens, the mask read-out, padding, deep-prompt hooks), never
     results. Words outside its small vocabulary become ``<unk>``.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast, RobertaConfig, RobertaForMaskedLM
+    from transformers import BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
 
     folder = Path(folder)
-    vocab = {w: i for i, w in enumerate(TINY_VOCAB)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    core.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", cls_token="<s>", pad_token="<pad>",
-                                        eos_token="</s>", sep_token="</s>", unk_token="<unk>", mask_token="<mask>")
-    common = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=64, pad_token_id=1, architectures=None)
     torch.manual_seed(seed)
     if family == "roberta":
-        model = RobertaForMaskedLM(RobertaConfig(max_position_embeddings=130, **common))
+        model = RobertaForMaskedLM(RobertaConfig(max_position_embeddings=130, architectures=None, **TINY_SHAPE))
     elif family == "bert":
-        model = BertForMaskedLM(BertConfig(max_position_embeddings=128, **common))
+        model = BertForMaskedLM(BertConfig(max_position_embeddings=128, architectures=None, **TINY_SHAPE))
     else:
         raise ValueError(f"unknown family {family!r}; choose 'roberta' or 'bert'")
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    word_tokenizer("masked").save_pretrained(folder)
+    return folder
+
+
+def tiny_random_causal_lm(folder: str | Path, seed: int = 0) -> Path:
+    """Save a tiny randomly initialised causal LM (Llama, 2 layers) and a word-level tokenizer.
+
+    The causal counterpart of :func:`tiny_random_masked_lm`, for the same purpose: plumbing
+    (BOS head, prompt cache, placement between, deep prompts) at a fraction of SmolLM2's cost.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=1, max_position_embeddings=256, bos_token_id=0,
+                                         eos_token_id=2, tie_word_embeddings=False, **TINY_SHAPE))
+    model.save_pretrained(folder)
+    word_tokenizer("causal").save_pretrained(folder)
     return folder

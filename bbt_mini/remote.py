@@ -56,6 +56,7 @@ from typing import Sequence
 import numpy as np
 
 from .blackbox import LOSSES, Batch, BudgetExhausted, Meter, Response
+from .encoding import encode
 
 __all__ = ["RemoteService", "ServiceError", "ServiceUnavailable", "remote_service", "wire_bytes"]
 
@@ -95,20 +96,6 @@ def _embedding_table(folder: Path):
                 if key.endswith(("embed_tokens.weight", "wte.weight", "word_embeddings.weight")):
                     return f.get_tensor(key)
     raise ValueError(f"no input-embedding table (embed_tokens / wte / word_embeddings) in {folder}'s safetensors")
-
-
-def _encode(tokenizer, kind: str, texts, labels, num_classes: int) -> Batch:
-    """The service's own encoding (tokenise once, head/pieces/read-out), as the in-process box does it."""
-    try:
-        from .encoding import encode
-    except ImportError:  # before the boundary split (issue 10): the method of BlackBox, on a stand-in
-        from types import SimpleNamespace
-
-        from .blackbox import BlackBox
-
-        stand_in = SimpleNamespace(lm=SimpleNamespace(tokenizer=tokenizer, kind=kind), num_classes=num_classes)
-        return BlackBox.encode(stand_in, texts, labels)
-    return encode(tokenizer, kind, texts, labels, num_classes)
 
 
 def wire_bytes(tensor) -> str:
@@ -208,6 +195,11 @@ class RemoteService:
     def num_classes(self) -> int:
         return len(self.label_words)
 
+    @property
+    def vocab_size(self) -> int:
+        """How many rows the input-embedding table has."""
+        return int(self._table.shape[0])
+
     def _single_token(self, word: str) -> int:
         ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
@@ -233,7 +225,7 @@ class RemoteService:
                            "(hidden-state statistics) and deep prompts need the in-process black box")
 
     def encode(self, texts: Sequence, labels: Sequence[int]) -> Batch:
-        return _encode(self.tokenizer, self.kind, texts, labels, self.num_classes)
+        return encode(self.tokenizer, self.kind, texts, labels, self.num_classes)
 
     # ------------------------------------------------------------------ HTTP
 

@@ -190,7 +190,7 @@ def _v(template: str, *words: str) -> Verbalizer:
 
 
 _SENTIMENT_CAUSAL = _v("Review: {text}\nSentiment (positive or negative):", " negative", " positive")
-_SENTIMENT_CAUSAL_PAPER = _v("{text} It was", " terrible", " great")
+_SENTIMENT_CAUSAL_PAPER = _v("{text} It was", " bad", " great")  # the papers' SST-2 words (Sun et al., 2022a)
 _SENTIMENT_MASKED = _v("{text} . It was <mask> .", " bad", " great")
 _PAIR_CAUSAL = _v("{text1}\nQuestion: {text2} Yes or no?\nAnswer:", " Yes", " No")
 

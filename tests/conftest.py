@@ -25,7 +25,7 @@ socket.socket.connect = _local_only
 
 @pytest.fixture(scope="session")
 def smol():
-    """The offline SmolLM2 in float32 (exact comparisons)."""
+    """The offline SmolLM2 in float32 (exact comparisons). Slow on a CPU: for ``real_model`` tests."""
     from bbt_mini.models import load_model
 
     return load_model("smollm2", device="cpu", dtype=torch.float32)
@@ -38,6 +38,23 @@ def tiny_masked(request, tmp_path_factory):
 
     folder = tiny_random_masked_lm(tmp_path_factory.mktemp(request.param), request.param)
     return load_model(str(folder), device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory):
+    """A tiny random causal LM (Llama, 2 layers, BOS head, 256 tokens): checks plumbing, never results."""
+    from bbt_mini.models import load_model, tiny_random_causal_lm
+
+    folder = tiny_random_causal_lm(tmp_path_factory.mktemp("llama"))
+    return load_model(str(folder), device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture()
+def tiny_causal_setup(tiny_causal):
+    """Rotten Tomatoes, 2 shots per class, 6 test sentences, on the tiny causal LM."""
+    from bbt_mini.experiment import prepare
+
+    return prepare("rotten_tomatoes", tiny_causal, seed=1, profile="ci", k=2, test_size=6)
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
-from bbt_mini.bbt import BBTConfig, projection_for, run_bbt, to_json
+from bbt_mini.bbt import P0_FIRST_TOKEN, BBTConfig, projection_for, run_bbt, to_json
 from bbt_mini.bbtv2 import LAYER_SEEDS, BBTv2Config, layer_seed, run_bbtv2
 from bbt_mini.experiment import evaluate
 from bbt_mini.paper import method_label, results_table
@@ -95,8 +95,10 @@ def test_layer_seeds_differ_for_every_seed_and_layer_and_are_never_zero():
 
 
 def test_p0_from_tokens_beyond_the_vocabulary_says_use_zeros(setup):
+    fits = setup.service.vocab_size - P0_FIRST_TOKEN  # the longest prompt whose p0 tokens all exist
+    projection_for(setup.service, BBTConfig(**{**TINY, "p0": "tokens", "prompt_length": fits}), seed=1)
     with pytest.raises(ValueError, match="use p0='zeros'"):
-        projection_for(setup.service, BBTConfig(**{**TINY, "p0": "tokens"}), seed=1)
+        projection_for(setup.service, BBTConfig(**{**TINY, "p0": "tokens", "prompt_length": fits + 1}), seed=1)
 
 
 @pytest.mark.parametrize("bad,match", [({"loss": "mse"}, "unknown loss"), ({"sampler": "laplace"}, "unknown sampler"),

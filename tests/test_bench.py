@@ -3,10 +3,27 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini.bench import naive_logits, random_shape_model, synthetic_batch
+from bbt_mini.bench import SHAPE_WORDS, naive_logits, random_shape_model, synthetic_batch
 from bbt_mini.blackbox import BlackBox
 
+# roberta-large's shape made small: the test is about agreement, not size
+SMALL = dict(num_hidden_layers=2, vocab_size=2000, hidden_size=64, num_attention_heads=2, intermediate_size=128)
 
+
+def test_naive_and_fast_agree_with_shallow_and_deep_prompts_tiny_causal(tiny_causal_setup, tiny_causal):
+    service, batch = tiny_causal_setup.service, tiny_causal_setup.train
+    rng = np.random.default_rng(0)
+    P = (0.5 * rng.standard_normal((3, 4, tiny_causal.hidden_size))).astype(np.float32)
+    with torch.inference_mode():
+        ref = naive_logits(tiny_causal, service.label_ids, torch.tensor(P), batch).numpy()
+    np.testing.assert_allclose(service(P, batch).logits, ref, atol=1e-5)
+    deep = (0.5 * rng.standard_normal((2, tiny_causal.num_layers, 3, tiny_causal.hidden_size))).astype(np.float32)
+    with torch.inference_mode():
+        ref = naive_logits(tiny_causal, service.label_ids, torch.tensor(deep), batch).numpy()
+    np.testing.assert_allclose(service(deep, batch).logits, ref, atol=1e-5)
+
+
+@pytest.mark.real_model
 def test_naive_and_fast_agree_on_smollm2(tiny_setup, smol):
     service = tiny_setup.service
     rng = np.random.default_rng(0)
@@ -21,8 +38,8 @@ def test_naive_and_fast_agree_on_smollm2(tiny_setup, smol):
 
 
 def test_naive_and_fast_agree_on_a_masked_shape():
-    lm = random_shape_model("roberta-large-shape", torch.device("cpu"), torch.float32, num_hidden_layers=2)
-    service = BlackBox(lm, ["a", "b"])
+    lm = random_shape_model("roberta-large-shape", torch.device("cpu"), torch.float32, **SMALL)
+    service = BlackBox(lm, SHAPE_WORDS)
     batch = synthetic_batch(lm, 3, 12, 2)
     P = (0.02 * np.random.default_rng(1).standard_normal((2, 5, lm.hidden_size))).astype(np.float32)
     with torch.inference_mode():
@@ -37,7 +54,7 @@ def test_the_naive_way_is_timed_on_exactly_naive_calls_candidates(monkeypatch):
 
     shape = bench_module.random_shape_model
     monkeypatch.setattr(bench_module, "random_shape_model",
-                        lambda name, device, dtype, seed: shape(name, device, dtype, seed, num_hidden_layers=1))
+                        lambda name, device, dtype, seed: shape(name, device, dtype, seed, **SMALL))
     seen = []
     naive = bench_module.naive_logits
 

@@ -1,16 +1,19 @@
-"""The black box: exact parity with the plain model, the meter, the budget, bad input."""
+"""The black box: exact parity with the plain model, the meter, the budget, bad input, and the boundary."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from bbt_mini.blackbox import BlackBox, BudgetExhausted, cross_entropy, hinge
-from bbt_mini.experiment import texts_for
+from bbt_mini.blackbox import BlackBox, BudgetExhausted, model_behind
+from bbt_mini.experiment import Setup, texts_for
+from bbt_mini.models import LanguageModel
 from bbt_mini.tasks import get_task
 
-TEXTS = ["Review: a gorgeous, witty film\nSentiment (positive or negative):",
-         "Review: dull , lifeless and far too long .\nSentiment (positive or negative):",
-         "Review: fine\nSentiment (positive or negative):"]
-WORDS = (" negative", " positive")
+TEXTS = ["a good film , really fun .", "dull , boring and not very good .", "fine"]
+WORDS = (" bad", " great")
+SMOL_TEXTS = ["Review: a gorgeous, witty film\nSentiment (positive or negative):",
+              "Review: dull , lifeless and far too long .\nSentiment (positive or negative):"]
 
 
 def plain_logits(lm, texts, service):
@@ -28,108 +31,107 @@ def plain_logits(lm, texts, service):
     return np.stack(out)
 
 
-def test_empty_prompt_gives_the_plain_models_logits_causal(smol):
-    bb = BlackBox(smol, WORDS)
-    r = bb(np.zeros((1, 0, smol.hidden_size), np.float32), bb.encode(TEXTS, [1, 0, 1]))
-    np.testing.assert_allclose(r.logits[0], plain_logits(smol, TEXTS, bb), atol=1e-4)
+def prompts(lm, n, L, seed, scale=0.5):
+    return (scale * np.random.default_rng(seed).standard_normal((n, L, lm.hidden_size))).astype(np.float32)
+
+
+@pytest.mark.real_model
+def test_empty_prompt_gives_the_plain_models_logits_smollm2(smol):
+    bb = BlackBox(smol, (" negative", " positive"))
+    r = bb(np.zeros((1, 0, smol.hidden_size), np.float32), bb.encode(SMOL_TEXTS, [1, 0]))
+    np.testing.assert_allclose(r.logits[0], plain_logits(smol, SMOL_TEXTS, bb), atol=1e-4)
+
+
+def test_empty_prompt_gives_the_plain_models_logits_causal(tiny_causal):
+    bb = BlackBox(tiny_causal, WORDS)
+    r = bb(np.zeros((1, 0, tiny_causal.hidden_size), np.float32), bb.encode(TEXTS, [1, 0, 1]))
+    np.testing.assert_allclose(r.logits[0], plain_logits(tiny_causal, TEXTS, bb), atol=1e-5)
 
 
 def test_empty_prompt_gives_the_plain_models_logits_masked(tiny_masked):
-    """Masked-LM road on a tiny random model: plumbing only, the logits are noise."""
-    bb = BlackBox(tiny_masked, (" bad", " great"))
+    bb = BlackBox(tiny_masked, WORDS)
     texts = ["a great movie . it was <mask> .", "this was a really dull and boring film . it was <mask> ."]
     r = bb(np.zeros((1, 0, tiny_masked.hidden_size), np.float32), bb.encode(texts, [1, 0]))
     np.testing.assert_allclose(r.logits[0], plain_logits(tiny_masked, texts, bb), atol=1e-5)
 
 
-def test_prompt_equals_the_same_vectors_fed_as_input_embeddings(smol):
-    bb = BlackBox(smol, WORDS)
-    rng = np.random.default_rng(0)
-    P = (0.05 * rng.standard_normal((3, 4, smol.hidden_size))).astype(np.float32)
+@pytest.mark.parametrize("cache_prompt", [True, False])
+def test_prompt_equals_the_same_vectors_fed_after_the_bos_token(tiny_causal, cache_prompt):
+    bb = BlackBox(tiny_causal, WORDS, cache_prompt=cache_prompt)
+    P = prompts(tiny_causal, 3, 4, seed=0)
     got = bb(P, bb.encode(TEXTS, [1, 0, 1])).logits
     with torch.no_grad():
         for c in range(3):
             for i, t in enumerate(TEXTS):
-                ids = smol.tokenizer(t, return_tensors="pt")["input_ids"]
-                x = torch.cat([torch.tensor(P[c])[None], smol.embed(ids)], 1)
-                ref = smol.model(inputs_embeds=x).logits[0, -1, bb.label_ids].numpy()
-                np.testing.assert_allclose(got[c, i], ref, atol=1e-4)
+                e = tiny_causal.embed(tiny_causal.tokenizer(t, return_tensors="pt")["input_ids"])
+                x = torch.cat([e[:, :1], torch.tensor(P[c])[None], e[:, 1:]], 1)  # <s>, prompt, text
+                ref = tiny_causal.model(inputs_embeds=x).logits[0, -1, bb.label_ids].numpy()
+                np.testing.assert_allclose(got[c, i], ref, atol=1e-5)
 
 
-def test_shared_prompt_cache_matches_the_full_forward(smol):
-    rng = np.random.default_rng(1)
-    P = (0.05 * rng.standard_normal((5, 3, smol.hidden_size))).astype(np.float32)
-    fast, full = BlackBox(smol, WORDS), BlackBox(smol, WORDS, cache_prompt=False)
-    np.testing.assert_allclose(fast(P, fast.encode(TEXTS, [0, 1, 0])).logits,
-                               full(P, full.encode(TEXTS, [0, 1, 0])).logits, atol=1e-4)
-
-
-def test_prompt_between_text_and_question_matches_explicit_inputs(smol):
+def test_prompt_between_text_and_question_matches_explicit_inputs(tiny_causal):
     task = get_task("rotten_tomatoes")
     v = task.verbalizer("causal")
-    exs = [{"text": "a gorgeous, witty film", "label": 1}, {"text": "dull and far too long", "label": 0}]
-    pairs = texts_for(task, v, exs, smol, "between")
-    assert pairs[0] == ("Review: a gorgeous, witty film", "\nSentiment (positive or negative):")
-    bb = BlackBox(smol, v.words)
-    P = (0.05 * np.random.default_rng(2).standard_normal((2, 3, smol.hidden_size))).astype(np.float32)
+    exs = [{"text": "a good , fun film", "label": 1}, {"text": "dull and far too long", "label": 0}]
+    bb = BlackBox(tiny_causal, v.words)
+    pairs = texts_for(task, v, exs, bb, "between")
+    assert pairs[0] == ("Review: a good , fun film", "\nSentiment (positive or negative):")
+    P = prompts(tiny_causal, 2, 3, seed=2)
     got = bb(P, bb.encode(pairs, [1, 0])).logits
+    tok = tiny_causal.tokenizer
     with torch.no_grad():
         for i, (before, after) in enumerate(pairs):
-            b = smol.tokenizer(before, return_tensors="pt")["input_ids"]
-            a = smol.tokenizer(after, return_tensors="pt", add_special_tokens=False)["input_ids"]
-            x = torch.cat([smol.embed(b), torch.tensor(P[1])[None], smol.embed(a)], 1)
-            np.testing.assert_allclose(got[1, i], smol.model(inputs_embeds=x).logits[0, -1, bb.label_ids].numpy(),
-                                       atol=1e-4)
+            b = tok(before, return_tensors="pt")["input_ids"]
+            a = tok(after, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            x = torch.cat([tiny_causal.embed(b), torch.tensor(P[1])[None], tiny_causal.embed(a)], 1)
+            ref = tiny_causal.model(inputs_embeds=x).logits[0, -1, bb.label_ids].numpy()
+            np.testing.assert_allclose(got[1, i], ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("cache", [True, False])
-def test_deep_prompt_with_zero_layers_equals_the_shallow_prompt(smol, cache):
-    bb = BlackBox(smol, WORDS, cache_prompt=cache)
+def test_deep_prompt_with_zero_layers_equals_the_shallow_prompt(tiny_causal, cache):
+    bb = BlackBox(tiny_causal, WORDS, cache_prompt=cache)
     batch = bb.encode(TEXTS, [1, 0, 1])
-    P = (0.05 * np.random.default_rng(3).standard_normal((2, 4, smol.hidden_size))).astype(np.float32)
-    deep = np.zeros((2, smol.num_layers, 4, smol.hidden_size), np.float32)
+    P = prompts(tiny_causal, 2, 4, seed=3)
+    deep = np.zeros((2, tiny_causal.num_layers, 4, tiny_causal.hidden_size), np.float32)
     deep[:, 0] = P
-    np.testing.assert_allclose(bb(deep, batch).logits, bb(P, batch).logits, atol=1e-5)
-    deep[:, 7] = 0.5  # a prompt added at layer 7 must change the outcome
+    np.testing.assert_allclose(bb(deep, batch).logits, bb(P, batch).logits, atol=1e-6)
+    deep[:, 1] = 0.5  # a prompt added at layer 1 must change the outcome
     assert np.abs(bb(deep, batch).logits - bb(P, batch).logits).max() > 1e-3
 
 
-def test_deep_prompt_cached_equals_full_forward(smol):
-    deep = (0.05 * np.random.default_rng(4).standard_normal((3, smol.num_layers, 2, smol.hidden_size)))
-    deep = deep.astype(np.float32)
-    fast, full = BlackBox(smol, WORDS), BlackBox(smol, WORDS, cache_prompt=False)
-    np.testing.assert_allclose(fast(deep, fast.encode(TEXTS, [0, 1, 1])).logits,
-                               full(deep, full.encode(TEXTS, [0, 1, 1])).logits, atol=1e-4)
+def test_the_service_publishes_no_model(tiny_causal_setup):
+    """The boundary: nothing public on the service or the setup is the model, its modules or its tokenizer."""
+    service = tiny_causal_setup.service
+    lm = model_behind(service)
+    inside = (lm, lm.model, lm.tokenizer)
+    for name in dir(service):
+        if not name.startswith("_"):
+            value = getattr(service, name)
+            assert not isinstance(value, (LanguageModel, torch.nn.Module)) and all(value is not x for x in inside), name
+    assert "lm" not in {f.name for f in dataclasses.fields(Setup)} and not hasattr(tiny_causal_setup, "lm")
+    assert (service.model_name, service.kind, service.mask_token) == (lm.name, "causal", None)
+    assert (service.hidden_size, service.num_layers, service.max_length) == (32, 2, 256)
+    assert (service.dtype, service.device) == ("float32", "cpu")
 
 
-def test_deep_prompt_masked(tiny_masked):
-    bb = BlackBox(tiny_masked, (" bad", " great"))
-    batch = bb.encode(["a great movie . it was <mask> .", "so dull . it was <mask> ."], [1, 0])
-    H, layers = tiny_masked.hidden_size, tiny_masked.num_layers
-    P = np.random.default_rng(5).standard_normal((2, 3, H)).astype(np.float32)
-    deep = np.zeros((2, layers, 3, H), np.float32)
-    deep[:, 0] = P
-    np.testing.assert_allclose(bb(deep, batch).logits, bb(P, batch).logits, atol=1e-6)
-    deep[:, 1] = 1.0
-    assert np.abs(bb(deep, batch).logits - bb(P, batch).logits).max() > 1e-4
+def test_what_the_service_publishes_of_its_tokenizer(tiny_causal):
+    bb = BlackBox(tiny_causal, WORDS)
+    ids = bb.token_ids("a good film")
+    assert ids == [tiny_causal.tokenizer.convert_tokens_to_ids(w) for w in ("a", "good", "film")]
+    assert bb.token_strings(ids) == ["a", "good", "film"]
+    E = tiny_causal.model.get_input_embeddings().weight
+    np.testing.assert_array_equal(bb.token_embeddings(ids), E[ids].detach().numpy())
 
 
-def test_the_service_returns_numbers_only_and_keeps_the_model_frozen(smol):
-    bb = BlackBox(smol, WORDS)
-    r = bb(np.zeros((2, 1, smol.hidden_size), np.float32), bb.encode(TEXTS, [1, 0, 1]))
-    assert isinstance(r.logits, np.ndarray) and isinstance(r.loss, np.ndarray)
-    assert r.logits.shape == (2, 3, 2) and r.loss.shape == (2,)
-    assert not any(p.requires_grad for p in smol.model.parameters())
-
-
-def test_meter_counts_calls_examples_tokens_and_bytes(smol):
-    bb = BlackBox(smol, WORDS)
+def test_meter_counts_calls_examples_tokens_and_bytes(tiny_causal):
+    bb = BlackBox(tiny_causal, WORDS)
     batch = bb.encode(TEXTS, [1, 0, 1])
-    n, L, H = 4, 5, smol.hidden_size
+    n, L, H = 4, 5, tiny_causal.hidden_size
     bb(np.zeros((n, L, H), np.float32), batch)
     bb(np.zeros((1, L, H), np.float32), batch)
     m = bb.meter
-    text_tokens = sum(len(smol.tokenizer(t)["input_ids"]) for t in TEXTS)
+    text_tokens = sum(len(tiny_causal.tokenizer(t)["input_ids"]) for t in TEXTS)
     assert (m.calls, m.requests, m.examples) == (5, 2, 15)
     assert m.tokens == 5 * (3 * L + text_tokens)
     assert m.bytes_up == 5 * (L * H * 4 + sum(len(t.encode()) for t in TEXTS))
@@ -137,55 +139,80 @@ def test_meter_counts_calls_examples_tokens_and_bytes(smol):
     assert m.wall_s > 0
 
 
-def test_budget_raises_before_overspending(smol):
-    bb = BlackBox(smol, WORDS, budget=5)
+def test_budget_raises_before_overspending(tiny_causal):
+    bb = BlackBox(tiny_causal, WORDS, budget=5)
     batch = bb.encode(TEXTS[:1], [1])
-    bb(np.zeros((4, 1, smol.hidden_size), np.float32), batch)
+    bb(np.zeros((4, 1, tiny_causal.hidden_size), np.float32), batch)
     with pytest.raises(BudgetExhausted, match="only 1 of the budget of 5"):
-        bb(np.zeros((2, 1, smol.hidden_size), np.float32), batch)
+        bb(np.zeros((2, 1, tiny_causal.hidden_size), np.float32), batch)
     assert bb.meter.calls == 4
-    bb(np.zeros((1, 1, smol.hidden_size), np.float32), batch)
+    bb(np.zeros((1, 1, tiny_causal.hidden_size), np.float32), batch)
     assert bb.meter.calls == 5
 
 
-def test_losses():
-    logits = np.array([[[2.0, 0.0], [0.0, 3.0]]])
-    labels = np.array([0, 0])
-    ce = -(np.log(np.exp(2) / (np.exp(2) + 1)) + np.log(1 / (1 + np.exp(3)))) / 2
-    np.testing.assert_allclose(cross_entropy(logits, labels), [ce])
-    np.testing.assert_allclose(hinge(logits, labels), [(0 + 5) / 2])
+def test_an_unknown_loss_is_refused_before_the_model_runs(tiny_causal):
+    bb = BlackBox(tiny_causal, WORDS)
+    batch = bb.encode(TEXTS, [1, 0, 1])
+    forwards = []
+    handle = tiny_causal.layers[0].register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        with pytest.raises(ValueError, match="unknown loss 'mse'"):
+            bb(np.zeros((1, 2, tiny_causal.hidden_size), np.float32), batch, loss="mse")
+        assert forwards == [] and bb.meter.calls == 0
+        bb(np.zeros((1, 2, tiny_causal.hidden_size), np.float32), batch, loss="hinge")
+        assert forwards  # the check itself does not stop a known loss
+    finally:
+        handle.remove()
 
 
-@pytest.mark.parametrize("shape", [(2, 3), (2, 3, 7), (2, 5, 3, 576), (0, 3, 576)])
-def test_wrong_prompt_shape_is_refused(smol, shape):
-    bb = BlackBox(smol, WORDS)
+def test_the_between_cache_stays_within_its_bytes_and_changes_no_logit(tiny_causal):
+    task = get_task("rotten_tomatoes")
+    v = task.verbalizer("causal")
+    exs = [{"text": t, "label": i % 2} for i, t in enumerate(TEXTS * 4)]
+    roomy = BlackBox(tiny_causal, v.words, group_size=2)
+    tight = BlackBox(tiny_causal, v.words, group_size=2, cache_bytes=20_000)
+    big, small = (s.encode(texts_for(task, v, exs, s, "between"), [e["label"] for e in exs]) for s in (roomy, tight))
+    P = prompts(tiny_causal, 2, 3, seed=4)
+    ref = roomy(P, big).logits
+    assert len(big._cache) == 6 and big.cache_bytes() > 20_000  # every group kept
+    np.testing.assert_allclose(tight(P, small).logits, ref, atol=1e-6)
+    np.testing.assert_allclose(tight(P, small).logits, ref, atol=1e-6)  # again, partly from the cache
+    assert 0 < small.cache_bytes() <= 20_000 and len(small._cache) < 6
+    big.clear_cache()
+    assert big.cache_bytes() == 0 and not big._cache
+    np.testing.assert_allclose(roomy(P, big).logits, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (2, 3, 7), (2, 5, 3, 32), (0, 3, 32)])
+def test_wrong_prompt_shape_is_refused(tiny_causal, shape):
+    bb = BlackBox(tiny_causal, WORDS)
     with pytest.raises(ValueError, match="prompts must have shape|no candidate"):
         bb(np.zeros(shape, np.float32), bb.encode(TEXTS[:1], [0]))
 
 
-def test_nan_prompt_is_refused(smol):
-    bb = BlackBox(smol, WORDS)
-    P = np.zeros((1, 2, smol.hidden_size), np.float32)
+def test_nan_prompt_is_refused(tiny_causal):
+    bb = BlackBox(tiny_causal, WORDS)
+    P = np.zeros((1, 2, tiny_causal.hidden_size), np.float32)
     P[0, 1, 3] = np.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         bb(P, bb.encode(TEXTS[:1], [0]))
 
 
-def test_nan_logits_are_an_error_not_an_answer(smol, monkeypatch):
-    bb = BlackBox(smol, WORDS)
+def test_nan_logits_are_an_error_not_an_answer(tiny_causal, monkeypatch):
+    bb = BlackBox(tiny_causal, WORDS)
     batch = bb.encode(TEXTS[:2], [0, 1])
-    monkeypatch.setattr(smol, "head_logits", lambda h, ids: torch.full((h.shape[0], len(ids)), float("nan")))
+    monkeypatch.setattr(tiny_causal, "head_logits", lambda h, ids: torch.full((h.shape[0], len(ids)), float("nan")))
     with pytest.raises(FloatingPointError, match="NaN or inf logits for candidate"):
-        bb(np.zeros((2, 1, smol.hidden_size), np.float32), batch)
+        bb(np.zeros((2, 1, tiny_causal.hidden_size), np.float32), batch)
 
 
-def test_label_word_that_is_not_one_token_is_named(smol):
-    with pytest.raises(ValueError, match="'unbelievablyfantastic' is not a single token.*splits into"):
-        BlackBox(smol, ("unbelievablyfantastic", " bad"))
+def test_label_word_that_is_not_one_token_is_named(tiny_causal):
+    with pytest.raises(ValueError, match="'good film' is not a single token.*splits into"):
+        BlackBox(tiny_causal, ("good film", " bad"))
 
 
-def test_bad_batches_are_refused(smol):
-    bb = BlackBox(smol, WORDS)
+def test_bad_batches_are_refused(tiny_causal):
+    bb = BlackBox(tiny_causal, WORDS)
     with pytest.raises(ValueError, match="labels must lie in 0..1"):
         bb.encode(TEXTS[:2], [0, 2])
     with pytest.raises(ValueError, match="2 texts but 1 labels"):
@@ -193,19 +220,49 @@ def test_bad_batches_are_refused(smol):
     with pytest.raises(ValueError, match="at least one example"):
         bb.encode([], [])
     with pytest.raises(ValueError, match="unknown loss"):
-        BlackBox(smol, WORDS, loss="mse")
+        BlackBox(tiny_causal, WORDS, loss="mse")
 
 
 def test_masked_input_needs_one_mask(tiny_masked):
-    bb = BlackBox(tiny_masked, (" bad", " great"))
+    bb = BlackBox(tiny_masked, WORDS)
     with pytest.raises(ValueError, match="exactly one mask token"):
         bb.encode(["no mask here ."], [0])
 
 
-def test_statistics_for_the_normal_sampler(smol):
-    bb = BlackBox(smol, WORDS)
+def _words(n: int) -> str:
+    return " ".join(["good"] * n)
+
+
+def test_length_limit_is_the_models_own_with_the_roberta_offset(tiny_masked):
+    """RoBERTa: 130 position rows, 128 usable (positions start after padding_idx 1); BERT: 128 rows, 128 usable.
+    An input of exactly the limit runs; one token more is refused with the limit named."""
+    bb = BlackBox(tiny_masked, WORDS)
+    assert bb.max_length == 128
+    L = 5  # <s> + words + <mask> + </s> + L prompt vectors
+    fits = bb.encode([_words(128 - L - 3) + " <mask>"], [0])
+    assert np.isfinite(bb(np.zeros((1, L, tiny_masked.hidden_size), np.float32), fits).logits).all()
+    over = bb.encode([_words(128 - L - 2) + " <mask>"], [0])
+    with pytest.raises(ValueError, match="has 129 tokens; .* takes at most 128"):
+        bb(np.zeros((1, L, tiny_masked.hidden_size), np.float32), over)
+
+
+def test_statistics_for_the_normal_sampler_match_the_layers_inputs(tiny_causal):
+    bb = BlackBox(tiny_causal, WORDS)
     mu, sd = bb.embedding_stats()
-    E = smol.model.get_input_embeddings().weight.float()
-    assert abs(mu - float(E.mean())) < 1e-5 and abs(sd - float(E.std())) < 1e-4
-    stats = bb.hidden_stats(bb.encode(TEXTS, [0, 1, 0]))
-    assert stats.shape == (smol.num_layers, 2) and (stats[:, 1] > 0).all()
+    E = tiny_causal.model.get_input_embeddings().weight
+    assert abs(mu - float(E.mean())) < 1e-6 and abs(sd - float(E.std())) < 1e-6
+    stats = bb.hidden_stats(bb.encode(TEXTS, [0, 1, 0]), clip_rounds=0)
+    entering = {}
+    hooks = [layer.register_forward_pre_hook(lambda m, a, i=i: entering.setdefault(i, []).append(a[0][0]))
+             for i, layer in enumerate(tiny_causal.layers)]
+    try:
+        with torch.no_grad():
+            for t in TEXTS:  # one text at a time: no padding to exclude
+                tiny_causal.body(input_ids=tiny_causal.tokenizer(t, return_tensors="pt")["input_ids"])
+    finally:
+        for h in hooks:
+            h.remove()
+    for i in range(tiny_causal.num_layers):
+        x = torch.cat(entering[i]).flatten()
+        np.testing.assert_allclose(stats[i], [float(x.mean()), float(x.std())], rtol=1e-5)
+    assert stats[0, 1] != pytest.approx(stats[1, 1])  # two layers, two different rows

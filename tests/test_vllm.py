@@ -70,7 +70,7 @@ def test_vllm_label_word_scores_match_the_in_process_model(vllm, smol):
     local = BlackBox(smol, remote.label_words)
     from bbt_mini.experiment import texts_for
 
-    texts = texts_for(setup.task, setup.verbalizer, setup.split.test, smol, "prepend")
+    texts = texts_for(setup.task, setup.verbalizer, setup.split.test, local, "prepend")
     batch = local.encode(texts, setup.test.labels)
     assert batch.pieces == setup.test.pieces and batch.head == setup.test.head  # one tokenizer, both sides
     rng = np.random.default_rng(0)

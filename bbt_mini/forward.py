@@ -1,0 +1,250 @@
+"""How a prompt enters the frozen model: the forward strategies behind the service.
+
+Read :meth:`Forward.logits` first. A prompt of ``L`` vectors enters through the model's
+public API only (no copied modeling code):
+
+* **prepend** (:meth:`Forward.prepend`): ``[head, prompt, text]`` as ``inputs_embeds``, every
+  (candidate, example) pair in one forward (masked LMs, or causal LMs without the cache);
+* **prompt cache** (:meth:`Forward.prompt_cache` then :meth:`Forward.text_on_cache`), causal LMs:
+  the keys and values of ``[head, prompt]`` are computed once per candidate and passed as
+  ``past_key_values`` under every example (exact: the prompt cannot see the text after it);
+* **between** (:meth:`Forward.between`), causal LMs: ``[before, prompt, after]``, the keys and
+  values of ``before`` computed once per batch and reused by every candidate of every call;
+* **deep prompts** (BBTv2, :class:`DeepPrompt`): entry ``l >= 1`` of a prompt of shape
+  ``(layers, L, hidden)`` is *added* to the hidden states at the prompt positions as they
+  enter layer ``l``, through forward pre-hooks.
+"""
+from __future__ import annotations
+
+import inspect
+import weakref
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from .encoding import Batch, length_groups, pad
+from .models import LanguageModel
+
+
+def _cache_name(module: torch.nn.Module) -> str:
+    """``cache`` in transformers >= 5.x, ``past_key_values`` before."""
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _kv_tensors(cache) -> list:
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
+
+
+def _new_cache(config, kv: list):
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=config)
+    except TypeError:
+        cache = DynamicCache()
+    for i, (k, v) in enumerate(kv):
+        cache.update(k, v, i)
+    return cache
+
+
+def _remove_all(handles: list) -> None:
+    for h in handles:
+        h.remove()
+
+
+def _deep_prompt_hook(owner_ref, layer: int):
+    """A forward pre-hook on layer ``layer``: add the active deep prompt's entry for this layer."""
+    def hook(module, args, kwargs):
+        owner = owner_ref()
+        if owner is None or owner.active is None:
+            return None
+        deltas, offset = owner.active
+        h = args[0] if args else kwargs["hidden_states"]
+        L = deltas.shape[2]
+        d = deltas[:, layer]
+        if d.shape[0] != h.shape[0]:  # one delta per candidate, repeated over its examples
+            d = d.repeat_interleave(h.shape[0] // d.shape[0], 0)
+        h = torch.cat([h[:, :offset], h[:, offset:offset + L] + d, h[:, offset + L:]], 1)
+        if args:
+            return (h, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": h}
+    return hook
+
+
+class DeepPrompt:
+    """BBTv2's deep prompt, through forward pre-hooks on the transformer layers.
+
+    While :meth:`adding` is active, entry ``l >= 1`` of ``deltas`` (rows, layers, L, hidden)
+    is added to the hidden states at positions ``offset .. offset + L`` entering layer ``l``
+    (entry 0, the input prompt, goes in with the input embeddings). A forward with more
+    rows than ``deltas`` has (candidates x examples) repeats each delta over its examples.
+    The hooks do nothing while no deep prompt is active, and go when this object does.
+    """
+
+    def __init__(self, layers: torch.nn.ModuleList):
+        self.active: tuple | None = None
+        me = weakref.ref(self)  # the model must not keep a dropped service alive
+        self._handles = [layer.register_forward_pre_hook(_deep_prompt_hook(me, i), with_kwargs=True)
+                         for i, layer in enumerate(layers) if i > 0]
+        weakref.finalize(self, _remove_all, self._handles)
+
+    @contextmanager
+    def adding(self, deltas: torch.Tensor | None, offset: int):
+        """Add ``deltas`` during the forwards inside this block (``None``: a shallow prompt)."""
+        self.active = (deltas, offset) if deltas is not None else None
+        try:
+            yield
+        finally:
+            self.active = None
+
+    def remove(self) -> None:
+        _remove_all(self._handles)
+
+
+class Forward:
+    """Label-word logits of prompts on a batch, from a frozen model (with or without gradients).
+
+    ``group_size`` and ``max_tokens``: see :class:`bbt_mini.blackbox.BlackBox`. ``cache_prompt``:
+    the prompt-cache strategy (causal LMs). ``cache_bytes``: the most bytes of a batch's text
+    keys/values (placement "between") kept for reuse; past it they are computed per call.
+    """
+
+    def __init__(self, lm: LanguageModel, label_ids: torch.Tensor, *, group_size: int, max_tokens: int,
+                 cache_prompt: bool, cache_bytes: int):
+        self.lm, self.label_ids = lm, label_ids
+        self.group_size, self.max_tokens = group_size, max_tokens
+        self.cache_prompt = cache_prompt and lm.kind == "causal"
+        self.cache_bytes = cache_bytes
+        self.deep = DeepPrompt(lm.layers)
+        self._cache_kw = _cache_name(lm.body)
+
+    def groups(self, batch: Batch, prompt_length: int = 0) -> list:
+        """The batch's length groups (index arrays) for a prompt of ``prompt_length``."""
+        return length_groups(batch, np.arange(len(batch)), self.group_size, self.max_tokens, prompt_length)
+
+    def pad(self, seqs: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad(self.lm.tokenizer, seqs, self.lm.device)
+
+    def check_length(self, batch: Batch, prompt_length: int) -> None:
+        """Refuse a batch whose longest example with the prompt exceeds the model's length limit."""
+        limit = self.lm.max_length
+        longest = len(batch.head) + prompt_length + int(batch.lengths().max())
+        if limit is not None and longest > limit:
+            raise ValueError(f"the longest example with the prompt has {longest} tokens; "
+                             f"{self.lm.name} takes at most {limit}")
+
+    def logits(self, prompts: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(n, B, C) label-word logits of ``prompts`` (n, L, H) or deep ones (n, layers, L, H)."""
+        deep = prompts.dim() == 4
+        shallow = prompts[:, 0] if deep else prompts  # the input-level prompt (n, L, H)
+        n, L = shallow.shape[:2]
+        self.check_length(batch, L)
+        device = self.lm.device
+        out = torch.empty(n, len(batch), len(self.label_ids), device=device)
+        head = torch.tensor(batch.head, dtype=torch.long, device=device)
+        head_emb = self.lm.embed(head) if len(head) else None
+        padded = [(idx, *self.pad([batch.pieces[i] for i in idx])) for idx in self.groups(batch, L)]
+        widest = max(len(idx) * (ids.shape[1] + L + (len(batch.before[idx[-1]]) if batch.before else 0))
+                     for idx, ids, _ in padded)
+        per_forward = max(1, self.max_tokens // widest)  # candidates per forward
+        for c0 in range(0, n, per_forward):
+            c1 = min(n, c0 + per_forward)
+            nc = c1 - c0
+            chunk_deep = prompts[c0:c1] if deep else None
+            if self.cache_prompt and batch.before is None:  # the prompt's keys/values: once per chunk
+                prompt_kv = self.prompt_cache(shallow[c0:c1], chunk_deep, head_emb)
+            for idx, ids, mask in padded:
+                Bg = len(idx)
+                if batch.before is not None:
+                    h = self.between(shallow[c0:c1], chunk_deep, batch, idx, ids, mask)
+                    shift = L
+                elif self.cache_prompt:
+                    h = self.text_on_cache(prompt_kv, ids, nc)
+                    shift = 0
+                else:
+                    h = self.prepend(shallow[c0:c1], chunk_deep, head_emb, ids, mask)
+                    shift = L + len(batch.head)
+                pos = torch.as_tensor(batch.readout[idx], device=device).repeat(nc) + shift
+                hidden = h[torch.arange(nc * Bg, device=device), pos]
+                logits = self.lm.head_logits(hidden, self.label_ids).float().view(nc, Bg, -1)
+                out[c0:c1, torch.as_tensor(idx, device=device)] = logits
+        return out
+
+    def _with_head(self, prompt: torch.Tensor, head_emb) -> torch.Tensor:
+        if head_emb is None:
+            return prompt
+        return torch.cat([head_emb.unsqueeze(0).expand(prompt.shape[0], -1, -1), prompt], 1)
+
+    def prepend(self, prompt, deep, head_emb, ids, mask) -> torch.Tensor:
+        """[head, prompt, text] for every (candidate, example) in one forward."""
+        nc, L, H = prompt.shape
+        Bg = ids.shape[0]
+        x = torch.cat([self._with_head(prompt, head_emb).unsqueeze(1).expand(-1, Bg, -1, -1),
+                       self.lm.embed(ids).unsqueeze(0).expand(nc, -1, -1, -1)], 2).reshape(nc * Bg, -1, H)
+        head = 0 if head_emb is None else head_emb.shape[0]
+        full_mask = torch.cat([torch.ones(Bg, head + L, dtype=mask.dtype, device=mask.device), mask], 1).repeat(nc, 1)
+        with self.deep.adding(deep, head):
+            return self.lm.body(inputs_embeds=x, attention_mask=full_mask).last_hidden_state
+
+    def prompt_cache(self, prompt, deep, head_emb) -> tuple:
+        """Causal LMs: the keys/values of [head, prompt] for each candidate (the prompt cannot see the text)."""
+        L = prompt.shape[1]
+        x = self._with_head(prompt, head_emb)
+        if x.shape[1] == 0:
+            return [], 0
+        with self.deep.adding(deep, x.shape[1] - L):
+            out = self.lm.body(inputs_embeds=x, use_cache=True)
+        return list(_kv_tensors(self._returned_cache(out))), x.shape[1]
+
+    def _returned_cache(self, out):
+        return getattr(out, "cache", None) if self._cache_kw == "cache" else out.past_key_values
+
+    def text_on_cache(self, prompt_kv: tuple, ids: torch.Tensor, nc: int) -> torch.Tensor:
+        """Every example of a group on top of every candidate's cached prompt, in one forward."""
+        kv, P = prompt_kv
+        Bg, T = ids.shape
+        H = self.lm.hidden_size
+        cache_kw = {}
+        if P > 0:
+            kv = [(k.repeat_interleave(Bg, 0), v.repeat_interleave(Bg, 0)) for k, v in kv]
+            cache_kw = {self._cache_kw: _new_cache(self.lm.model.config, kv)}
+        text = self.lm.embed(ids).unsqueeze(0).expand(nc, -1, -1, -1).reshape(nc * Bg, T, H)
+        positions = torch.arange(P, P + T, device=ids.device).unsqueeze(0).expand(nc * Bg, -1)
+        # Right padding: a real token never attends to the pads after it, so no mask is needed.
+        return self.lm.body(inputs_embeds=text, position_ids=positions, **cache_kw).last_hidden_state
+
+    def before_cache(self, batch: Batch, idx: np.ndarray) -> tuple[list, torch.Tensor]:
+        """The keys/values of the texts before the prompt for group ``idx``, and their mask.
+
+        Computed once and kept on the batch while the batch's cache stays within ``cache_bytes``
+        (a training batch, reused by every call); past that (a large test set) computed per call.
+        """
+        key = (tuple(idx.tolist()), self.lm.dtype, str(self.lm.device))
+        entry = batch.cached(key)
+        if entry is None:
+            b_ids, b_mask = self.pad([batch.before[i] for i in idx])
+            out = self.lm.body(input_ids=b_ids, attention_mask=b_mask, use_cache=True)
+            entry = ([(k.clone(), v.clone()) for k, v in _kv_tensors(self._returned_cache(out))], b_mask)
+            batch.keep(key, entry, self.cache_bytes)
+        return entry
+
+    def between(self, prompt, deep, batch: Batch, idx, ids, mask) -> torch.Tensor:
+        """Causal LMs: [before (cached), prompt, after] for every candidate."""
+        nc, L, H = prompt.shape
+        Bg, Ta = ids.shape
+        kv, b_mask = self.before_cache(batch, idx)
+        kv = [(k.repeat(nc, 1, 1, 1), v.repeat(nc, 1, 1, 1)) for k, v in kv]
+        x = torch.cat([prompt.unsqueeze(1).expand(-1, Bg, -1, -1),
+                       self.lm.embed(ids).unsqueeze(0).expand(nc, -1, -1, -1)], 2).reshape(nc * Bg, L + Ta, H)
+        attn = torch.cat([b_mask, torch.ones(Bg, L, dtype=mask.dtype, device=mask.device), mask], 1).repeat(nc, 1)
+        start = b_mask.sum(1).repeat(nc)
+        positions = start[:, None] + torch.arange(L + Ta, device=ids.device)[None, :]
+        if deep is not None:
+            deep = deep.repeat_interleave(Bg, 0)
+        with self.deep.adding(deep, 0):
+            return self.lm.body(inputs_embeds=x, attention_mask=attn, position_ids=positions,
+                                **{self._cache_kw: _new_cache(self.lm.model.config, kv)}).last_hidden_state
