@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "fp16 on older GPUs, else float32)")
     run.add_argument("--service", help="a remote black box: an OpenAI-compatible server's URL, e.g. "
                      "http://127.0.0.1:8011/v1 (see `serve`; bbt and manual only)")
-    run.add_argument("--api-key", help="with --service: the server's API key (default: $BBT_API_KEY)")
+    run.add_argument("--api-key", help="with --service: the server's API key (default: $BBT_API_KEY); --dtype "
+                     "then names the server's number format, as the result records it")
     run.add_argument("--out", help="write the JSON result here (default: print it)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     serve = sub.add_parser("serve", help="build the server's environment once and start vLLM on the model "
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8011)
     serve.add_argument("--api-key", help="refuse requests without this key (default: $BBT_API_KEY, else none)")
     serve.add_argument("--max-model-len", type=int, default=512, help="the most tokens of one sequence")
+    serve.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                       help="the server's number format (default: bfloat16 on a GPU, float32 on a CPU)")
     serve.add_argument("--build-only", action="store_true", help="build the environment and stop")
     return parser
 
@@ -94,7 +97,7 @@ def serve(args) -> int:
         print(server.build())
         return 0
     key = args.api_key or os.environ.get("BBT_API_KEY")
-    return server.serve(args.model, args.port, key, max_model_len=args.max_model_len)
+    return server.serve(args.model, args.port, key, max_model_len=args.max_model_len, dtype=args.dtype)
 
 
 def check_paths(args) -> None:

@@ -65,7 +65,7 @@ def prepare(task: str | Task = "rotten_tomatoes", model: str | LanguageModel = "
     if remote:  # the model stays on the server; the client holds its tokenizer and embedding table
         from .remote import remote_service
 
-        service = remote_service(service, task.verbalizer("causal", variant).words, model, loss)
+        service = remote_service(service, task.verbalizer("causal", variant).words, model, loss, dtype)
     else:
         lm = model if isinstance(model, LanguageModel) else load_model(model, device=device, dtype=dtype)
     verbalizer = task.verbalizer(service.kind if remote else lm.kind, variant)

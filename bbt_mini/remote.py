@@ -424,13 +424,20 @@ class RemoteService:
         return other
 
 
-def remote_service(service, label_words: Sequence[str], model="smollm2", loss: str = "ce") -> RemoteService:
-    """A :class:`RemoteService` for ``label_words``: from a URL (the key from ``$BBT_API_KEY``) or another one."""
+def remote_service(service, label_words: Sequence[str], model="smollm2", loss: str = "ce",
+                   dtype=None) -> RemoteService:
+    """A :class:`RemoteService` for ``label_words``: from a URL (the key from ``$BBT_API_KEY``; ``dtype``: the
+    server's number format, as results record it) or another service."""
     if isinstance(service, str):
         if not isinstance(model, (str, Path)):
             raise ValueError("with a service URL, give the model by name or folder (the client loads its "
                              "tokenizer and embedding table, never the transformer)")
-        return RemoteService(service, label_words, model=model, loss=loss, api_key=os.environ.get(API_KEY_ENV))
+        if dtype is not None:
+            from .profiles import DTYPES
+
+            dtype = str(DTYPES.get(dtype, dtype)).removeprefix("torch.")  # "bf16" -> "bfloat16"
+        return RemoteService(service, label_words, model=model, loss=loss, api_key=os.environ.get(API_KEY_ENV),
+                             server_dtype=dtype)
     if not isinstance(service, RemoteService):
         raise TypeError(f"service must be a BlackBox, a RemoteService or a URL; got {type(service).__name__}")
     if tuple(label_words) == service.label_words and loss == service.loss:

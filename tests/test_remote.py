@@ -302,3 +302,16 @@ def test_bbt_runs_unchanged_through_the_remote_service(stub, tiny_causal):
     assert result["calls"] == 16 and result["model"] == str(tiny_causal) and result["device"] == stub.url
     assert 0.0 <= result["test_accuracy"] <= 1.0
     assert service.meter.bytes_up > 16 * 4 * 2 * 32 * 2  # every call's embedded sequences went on the wire
+
+
+def test_service_url_builds_a_remote_service_with_the_key_and_the_servers_dtype(stub, tiny_causal, monkeypatch):
+    from bbt_mini.experiment import prepare
+    from bbt_mini.remote import RemoteService
+
+    stub.key = "k"
+    monkeypatch.setenv("BBT_API_KEY", "k")
+    setup = prepare("rotten_tomatoes", str(tiny_causal), seed=1, profile="ci", k=2, test_size=4, service=stub.url,
+                    dtype="bf16")
+    service = setup.service
+    assert isinstance(service, RemoteService) and service.label_words == LABELS and service.dtype == "bfloat16"
+    assert service(_prompts(service, n=1), setup.train).logits.shape == (1, 4, 2)
