@@ -1,6 +1,6 @@
 """The server side of the LMaaS road: vLLM in its own environment, started on the offline model.
 
-``python -m bbt_mini serve`` builds the environment once (``requirements-serve.txt`` into
+``python -m bbt_mini serve`` (or ``make serve``) builds the environment once (``requirements-serve.txt`` into
 ``$BBT_SERVE_VENV``, default ``$BBT_MINI_CACHE/serve-venv``) and starts vLLM's
 OpenAI-compatible server on the converted SmolLM2 folder with what the remote black box
 (:mod:`bbt_mini.remote`) needs::
@@ -151,13 +151,9 @@ def stop(proc: subprocess.Popen, grace_s: float = 20) -> None:
 
 
 def serve(model: str = "smollm2", port: int = DEFAULT_PORT, api_key: str | None = None, **kw) -> int:
-    """Build once, then run the server in the foreground until interrupted (``python -m bbt_mini serve``)."""
+    """Build once, then become the server (``python -m bbt_mini serve``): this process is replaced by vLLM,
+    so Ctrl-C or a SIGTERM reaches vLLM itself, which stops its engine processes."""
     cmd = command(build(), model, port, api_key, **kw)
     print(f"serving {model} at http://127.0.0.1:{port}/v1 (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(cmd, env=environment(), start_new_session=True)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        stop(proc)
+    os.execve(cmd[0], cmd, environment())
+    return 0  # not reached
