@@ -1,6 +1,7 @@
 # `make book`: set up and build the book (executing every chapter on the offline model).
 # `make test`: set up and run all checks: ruff, the unit tests, then every chapter with nbmake.
 # `make unit`: ruff and the unit tests alone (no chapters, no minutes-long tests).
+# `make serve`: a real vLLM server on the offline model (BBT through it: --service URL).
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -21,10 +22,14 @@ lint: setup
 	$(BIN)/ruff check bbt_mini tests tools
 
 unit: lint
-	$(BIN)/pytest tests -m "not effect and not rehearsal"
+	$(BIN)/pytest tests -m "not effect and not rehearsal and not vllm"
 
-test: lint  # chapters in the ci profile unless BBT_PROFILE says otherwise
+test: lint  # the server's environment, then everything; chapters in the ci profile unless BBT_PROFILE says otherwise
+	$(BIN)/python -m bbt_mini serve --build-only
 	BBT_PROFILE=$${BBT_PROFILE:-ci} $(BIN)/pytest --nbmake --nbmake-timeout=900 tests book
+
+serve: setup  # a real LMaaS: vLLM on the offline model, port 8011 (builds its own venv once)
+	$(BIN)/python -m bbt_mini serve
 
 sync:  # stamp each chapter's install cell (tools/stamp_install.py), then rewrite its .ipynb
 	$(BIN)/python tools/stamp_install.py
@@ -33,4 +38,4 @@ sync:  # stamp each chapter's install cell (tools/stamp_install.py), then rewrit
 clean:
 	rm -rf _build book/_build
 
-.PHONY: setup book lint unit test sync clean
+.PHONY: setup book lint unit test serve sync clean
