@@ -72,12 +72,12 @@ def _values(x) -> np.ndarray:
     return v
 
 
-def _summary(v: np.ndarray, fixed: bool, fmt: str) -> str:
+def _summary(v: np.ndarray, fixed: bool, fmt: str, unit: str = "seeds") -> str:
     if fixed:
         return f"{v[0]:{fmt}}"
     if v.size == 1:
         return f"{v[0]:{fmt}}, one run"
-    return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}} over {v.size} seeds"
+    return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}} over {v.size} {unit}"
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ class Comparison:
         return self.sentence
 
 
-def compare(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: str = ".3f") -> Comparison:
+def compare(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: str = ".3f",
+            unit: str = "seeds") -> Comparison:
     """Compare two measured things in words: which is higher, by how much, and whether that is noise.
 
     ``a`` and ``b`` are per-seed values (lists), or ``b`` is one number: a fixed reference that
@@ -107,7 +108,8 @@ def compare(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: st
     that all agree exactly) there is no spread to judge by, and the sentence says so instead
     of a verdict.
 
-    Returns a :class:`Comparison`; glue its ``sentence`` into the prose.
+    ``unit`` names what the values are per (``"seeds"``; ``"sentences"`` when the spread is
+    over test sentences). Returns a :class:`Comparison`; glue its ``sentence`` into the prose.
     """
     va, vb = _values(a), _values(b)
     b_fixed = np.ndim(b) == 0
@@ -121,11 +123,11 @@ def compare(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: st
     if np.isnan(var_b):
         var_b = var_a
     se = float(np.sqrt(var_a / va.size + var_b / vb.size))
-    sa, sb = f"{name_a} ({_summary(va, False, fmt)})", f"{name_b} ({_summary(vb, b_fixed, fmt)})"
+    sa, sb = f"{name_a} ({_summary(va, False, fmt, unit)})", f"{name_b} ({_summary(vb, b_fixed, fmt, unit)})"
     if not np.isfinite(se) or se == 0:
-        spread = ("the seeds agree exactly, which gives no scale" if np.isfinite(se)
-                  else "a single run against a fixed reference gives no spread across seeds" if b_fixed
-                  else "one run on each side gives no spread across seeds")
+        spread = (f"the {unit} agree exactly, which gives no scale" if np.isfinite(se)
+                  else f"a single run against a fixed reference gives no spread across {unit}" if b_fixed
+                  else f"one run on each side gives no spread across {unit}")
         sentence = (f"{sa} against {sb}: a difference of {diff:+{fmt}} in {what}, but {spread} to judge "
                     f"it by, so this run cannot say whether it is more than noise")
         return Comparison(diff, float("nan"), "no spread", sentence)

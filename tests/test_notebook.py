@@ -132,3 +132,9 @@ def test_each_chapters_verdict_flips_when_its_numbers_flip(chapter):
         assert "is lower than Y" in down.sentence
     same = compare(*make(0.70, 0.70), "X", "Y")
     assert same.verdict in ("no detectable difference", "no spread")
+
+
+def test_compare_names_the_unit_of_the_spread():
+    c = compare([1.0, 2.0, 3.0], [0.0, 0.5, 1.0], "positive reviews", "negative ones", what="logit gap",
+                unit="sentences")
+    assert "over 3 sentences" in c.sentence and "seeds" not in c.sentence
