@@ -53,9 +53,12 @@ def style() -> None:
 
 
 def mean_std(values) -> tuple[float, float]:
-    """Mean and (population) standard deviation of a list of numbers."""
+    """Mean and sample standard deviation (ddof=1, as :func:`compare` uses) of per-seed numbers.
+
+    One number has no spread: its standard deviation is reported as 0.
+    """
     v = np.asarray(values, dtype=float)
-    return float(v.mean()), float(v.std())
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
 # Verdicts: a sentence that judges measured numbers is computed from them, never written by hand.

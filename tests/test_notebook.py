@@ -138,3 +138,12 @@ def test_compare_names_the_unit_of_the_spread():
     c = compare([1.0, 2.0, 3.0], [0.0, 0.5, 1.0], "positive reviews", "negative ones", what="logit gap",
                 unit="sentences")
     assert "over 3 sentences" in c.sentence and "seeds" not in c.sentence
+
+
+def test_mean_std_is_the_sample_std_that_compare_quotes():
+    from bbt_mini.notebook import mean_std
+
+    m, s = mean_std([0.55, 0.60])
+    assert (m, s) == pytest.approx((0.575, np.std([0.55, 0.60], ddof=1)))
+    assert f"{m:.3f} ± {s:.3f}" in compare([0.55, 0.60], 0.5, "BBT", "ref").sentence
+    assert mean_std([0.7]) == (0.7, 0.0)
