@@ -1,0 +1,149 @@
+"""The book's verdicts are computed: bbt_mini.notebook.compare and shape turn measured numbers into words."""
+import numpy as np
+import pytest
+
+from bbt_mini.notebook import DETECTABLE, compare, shape
+
+
+def test_compare_says_higher_and_flips_to_lower_when_the_numbers_flip():
+    bbt, rand = [0.71, 0.70, 0.72], [0.60, 0.61, 0.59]
+    up = compare(bbt, rand, "BBT", "random search")
+    down = compare(rand, bbt, "random search", "BBT")
+    assert up.verdict == "higher" and down.verdict == "lower"
+    assert "BBT (0.710 ± 0.010 over 3 seeds) is higher than random search" in up.sentence
+    assert "random search (0.600 ± 0.010 over 3 seeds) is lower than BBT" in down.sentence
+    assert up.diff == pytest.approx(0.11) and down.diff == pytest.approx(-0.11)
+    assert "by 0.110" in up.sentence and "by 0.110" in down.sentence
+
+
+def test_compare_standard_error_is_sample_std_over_sqrt_n_combined_for_two_groups():
+    a, b = [0.70, 0.74, 0.72, 0.76], [0.60, 0.70, 0.65]
+    c = compare(a, b, "a", "b")
+    expected = np.sqrt(np.var(a, ddof=1) / 4 + np.var(b, ddof=1) / 3)
+    assert c.se == pytest.approx(expected)
+    assert f"({expected:.3f})" in c.sentence
+
+
+def test_compare_within_two_standard_errors_is_no_detectable_difference():
+    a, b = [0.70, 0.66, 0.74], [0.69, 0.71, 0.70]
+    c = compare(a, b, "BBTv2", "BBT")
+    assert abs(c.diff) <= DETECTABLE * c.se
+    assert c.verdict == "no detectable difference"
+    assert "no detectable difference" in c.sentence and "higher" not in c.sentence and "lower" not in c.sentence
+
+
+def test_compare_just_beyond_two_standard_errors_is_a_verdict_and_just_within_is_not():
+    base = [0.0, 0.1, 0.2]  # sample std 0.1, se against a fixed reference 0.1 / sqrt(3)
+    se = 0.1 / np.sqrt(3)
+    assert compare(base, 0.1 - 2.1 * se, "a", "ref").verdict == "higher"
+    assert compare(base, 0.1 - 1.9 * se, "a", "ref").verdict == "no detectable difference"
+    assert compare(base, 0.1 + 2.1 * se, "a", "ref").verdict == "lower"
+
+
+def test_compare_against_a_fixed_reference_uses_only_the_seeds_spread():
+    c = compare([0.70, 0.72, 0.71], 0.667, "BBT", "the manual prompt")
+    assert c.se == pytest.approx(0.01 / np.sqrt(3))
+    assert "the manual prompt (0.667)" in c.sentence and c.verdict == "higher"
+
+
+def test_compare_without_spread_gives_no_verdict_but_says_why():
+    one_each = compare([0.62], [0.70], "d = 10", "d = 400")
+    single_vs_fixed = compare([0.62], 0.70, "BBT", "the manual prompt")
+    identical_seeds = compare([0.60, 0.60], 0.70, "BBT", "the manual prompt")
+    for c in (one_each, single_vs_fixed, identical_seeds):
+        assert c.verdict == "no spread" and np.isnan(c.se)
+        assert "cannot say whether it is more than noise" in c.sentence
+        assert "higher" not in c.sentence and "lower" not in c.sentence
+        assert "-0.080" in c.sentence or "-0.100" in c.sentence
+    assert "one run on each side" in one_each.sentence
+    assert "fixed reference" in single_vs_fixed.sentence
+    assert "agree exactly" in identical_seeds.sentence
+
+
+def test_compare_one_run_against_several_seeds_borrows_their_spread():
+    c = compare([0.60, 0.64], [0.70], "prompt tuning", "BBT")
+    s = np.std([0.60, 0.64], ddof=1)
+    assert c.se == pytest.approx(np.sqrt(s ** 2 / 2 + s ** 2 / 1))
+    assert "BBT (0.700, one run)" in c.sentence
+
+
+@pytest.mark.parametrize("bad", [[], [0.5, np.nan], [[0.5, 0.6]]])
+def test_compare_refuses_empty_non_finite_or_nested_values(bad):
+    with pytest.raises(ValueError):
+        compare(bad, 0.5, "a", "b")
+
+
+def test_compare_refuses_two_fixed_numbers():
+    with pytest.raises(ValueError, match="fixed reference"):
+        compare(0.7, 0.6, "a", "b")
+
+
+def test_compare_sentence_is_a_plain_str_myst_nb_can_glue():
+    s = compare([0.7, 0.72], 0.6, "a", "b").sentence
+    assert type(s) is str and eval(repr(s)) == s  # myst-nb literal-evals the text/plain repr
+
+
+def test_shape_with_one_seed_per_point_states_the_paper_not_a_shape():
+    text = shape({10: [0.70], 100: [0.68], 400: [0.65]}, "d", paper="that larger d helps, then saturates")
+    assert "cannot show a shape" in text and "one seed per point" in text
+    assert "The paper found that larger d helps, then saturates." in text
+    assert "d = 10: 0.700" in text and "d = 400: 0.650" in text
+
+
+def test_shape_rises_then_falls_only_when_both_ends_are_detectably_below_the_peak():
+    peaked = shape({3: [0.70, 0.71, 0.69], 10: [0.80, 0.79, 0.81], 25: [0.65, 0.66, 0.64]}, "L")
+    assert "highest mean is at L = 10" in peaked
+    assert "against L = 3: higher" in peaked and "against L = 25: higher" in peaked
+    flat = shape({3: [0.70, 0.74, 0.66], 10: [0.71, 0.75, 0.67], 25: [0.69, 0.73, 0.65]}, "L")
+    assert "against L = 3: no detectable difference" in flat and "against L = 25: no detectable difference" in flat
+
+
+def test_shape_refuses_a_single_point():
+    with pytest.raises(ValueError):
+        shape({10: [0.7, 0.7, 0.7]}, "d")
+
+
+# Each chapter's verdict path, with the shapes of data the chapter passes (per-seed lists,
+# a fixed manual-prompt number, single-seed grid points) in the ci profile's 2 seeds and the
+# small profile's 3: the sentence must flip when the numbers flip.
+CHAPTER_SHAPES = {
+    "03 BBT vs manual": (lambda hi, lo: ([hi, hi + 0.01, hi - 0.01], lo)),
+    "03 BBT vs random search": (lambda hi, lo: ([hi, hi + 0.01, hi - 0.01], [lo, lo + 0.01, lo - 0.01])),
+    "04 BBTv2 vs BBT, ci's 2 seeds": (lambda hi, lo: ([hi, hi + 0.01], [lo, lo - 0.01])),
+    "05 normal vs uniform A": (lambda hi, lo: ([hi, hi - 0.01, hi + 0.02], [lo, lo + 0.02, lo])),
+    "06 prompt tuning (one seed) vs BBT": (lambda hi, lo: ([hi], [lo, lo + 0.01, lo - 0.01])),
+    "07 many shots vs few, one seed": (lambda hi, lo: ([hi], [lo])),
+}
+
+
+@pytest.mark.parametrize("chapter", CHAPTER_SHAPES)
+def test_each_chapters_verdict_flips_when_its_numbers_flip(chapter):
+    make = CHAPTER_SHAPES[chapter]
+    first, second = make(0.80, 0.60)
+    up = compare(first, second, "X", "Y")
+    flipped_first, flipped_second = make(0.60, 0.80)
+    down = compare(flipped_first, flipped_second, "X", "Y")
+    if np.size(first) == 1 and np.size(second) == 1:
+        assert up.verdict == down.verdict == "no spread"
+        assert "+0.200" in up.sentence and "-0.200" in down.sentence
+    else:
+        assert (up.verdict, down.verdict) == ("higher", "lower")
+        assert "X (0.8" in up.sentence and "is higher than Y" in up.sentence
+        assert "is lower than Y" in down.sentence
+    same = compare(*make(0.70, 0.70), "X", "Y")
+    assert same.verdict in ("no detectable difference", "no spread")
+
+
+def test_compare_names_the_unit_of_the_spread():
+    c = compare([1.0, 2.0, 3.0], [0.0, 0.5, 1.0], "positive reviews", "negative ones", what="logit gap",
+                unit="sentences")
+    assert "over 3 sentences" in c.sentence and "seeds" not in c.sentence
+
+
+def test_mean_std_is_the_sample_std_that_compare_quotes():
+    from bbt_mini.notebook import mean_std
+
+    m, s = mean_std([0.55, 0.60])
+    assert (m, s) == pytest.approx((0.575, np.std([0.55, 0.60], ddof=1)))
+    assert f"{m:.3f} ± {s:.3f}" in compare([0.55, 0.60], 0.5, "BBT", "ref").sentence
+    assert mean_std([0.7]) == (0.7, 0.0)
