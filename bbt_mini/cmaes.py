@@ -1,11 +1,13 @@
 """A minimal CMA-ES, written to be read beside the derivation in chapter 3.
 
-Start at :class:`CMAES`: ``ask`` samples a population, ``tell`` updates the search
-distribution in the order of Hansen's tutorial (Hansen, 2016): mean, evolution paths,
-covariance, step size. The fixed strategy parameters live in :class:`Parameters`, named
-after the tutorial's symbols; the changing state lives on :class:`CMAES`. Modelled on
-pycma's ``purecma.py`` (Hansen et al.); BBT itself runs on pycma, and the tests check that
-this one converges like it.
+:class:`OnePlusOneES` comes first in the chapter: the simplest evolution strategy, one
+parent, one child, and Rechenberg's (1973) 1/5th success rule for the step size. Then
+:class:`CMAES`: ``ask`` samples a population, ``tell`` updates the search distribution in
+the order of Hansen's tutorial (Hansen, 2016): mean, evolution paths, covariance, step
+size. The fixed strategy parameters live in :class:`Parameters`, named after the
+tutorial's symbols; the changing state lives on :class:`CMAES`. Modelled on pycma's
+``purecma.py`` (Hansen et al.); BBT itself runs on pycma, and the tests check that this
+one converges like it.
 
 >>> import numpy as np
 >>> es = CMAES(np.full(5, 3.0), 1.0, rng=np.random.default_rng(1))
@@ -20,6 +22,63 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+
+class OnePlusOneES:
+    """The (1+1)-ES with the 1/5th success rule (Rechenberg, 1973), minimising.
+
+    Each step draws one child ``y = x + sigma * N(0, I)`` and keeps the better of parent and
+    child. The step size follows the success rule: ``sigma *= exp(1/3)`` after a success,
+    ``sigma *= exp(-1/12)`` after a failure, so it stands still exactly when one child in five
+    succeeds (1/5 * 1/3 = 4/5 * 1/12). Success rates above 1/5 mean the steps are too short,
+    below 1/5 too long. ``ask``/``tell`` as :class:`CMAES`, with a population of one.
+
+    >>> import numpy as np
+    >>> es = OnePlusOneES(np.full(5, 3.0), 1.0, rng=np.random.default_rng(1))
+    >>> for _ in range(1500):
+    ...     y = es.ask()
+    ...     es.tell(y, (y ** 2).sum(1))
+    >>> bool(es.fbest < 1e-8)
+    True
+    """
+
+    SUCCESS_RATE = 1 / 5  # the target rate of the rule
+    UP = 1 / 3  # log of the factor applied to sigma after a success
+
+    def __init__(self, x0, sigma0: float, rng: np.random.Generator | None = None):
+        self.x = np.asarray(x0, dtype=float).copy()
+        if self.x.ndim != 1 or not sigma0 > 0:
+            raise ValueError("x0 must be a vector and sigma0 positive")
+        self.sigma = float(sigma0)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.fbest = math.inf  # f(x); the first child is always accepted
+        self.counteval = 0
+        self.successes = 0
+
+    popsize = 1
+
+    @property
+    def xbest(self) -> np.ndarray:
+        return self.x
+
+    def ask(self) -> np.ndarray:
+        """One child ``x + sigma * N(0, I)``, as a (1, N) array."""
+        return self.x + self.sigma * self.rng.standard_normal((1, len(self.x)))
+
+    def tell(self, Y: np.ndarray, f: np.ndarray) -> None:
+        """Keep the child if it is no worse, and apply the 1/5th success rule to ``sigma``."""
+        Y, f = np.asarray(Y, dtype=float), np.asarray(f, dtype=float)
+        if Y.shape != (1, len(self.x)) or f.shape != (1,):
+            raise ValueError(f"tell needs Y of shape {(1, len(self.x))} and f of shape (1,)")
+        self.counteval += 1
+        success = f[0] <= self.fbest
+        if success:
+            self.x, self.fbest = Y[0].copy(), float(f[0])
+            self.successes += 1
+        # log sigma moves by UP on success and by -UP * rate / (1 - rate) on failure:
+        # on average it stands still exactly when the success rate is SUCCESS_RATE.
+        rate = self.SUCCESS_RATE
+        self.sigma *= math.exp(self.UP * (success - rate) / (1 - rate))
 
 
 class Parameters:
@@ -103,6 +162,8 @@ class CMAES:
     def _update_eigensystem(self) -> None:
         """Recompute ``B`` and ``D`` from ``C``, lazily (every ~N/(10 (c1+cmu)) evaluations)."""
         par = self.params
+        if par.c1 + par.cmu == 0:  # covariance learning switched off: C stays as it is
+            return
         if self.counteval - self.eigeneval <= par.lam / (par.c1 + par.cmu) / len(self.xmean) / 10:
             return
         self.eigeneval = self.counteval

@@ -2,6 +2,9 @@
 
 * ``cma``: pycma's CMA-ES (Hansen et al.), full covariance: what BBT runs on;
 * ``sep-cma``: pycma with a diagonal covariance (Ros & Hansen, 2008), cheaper per step;
+* ``frozen-cma``: pycma with the covariance frozen at its start, the identity (option
+  ``CMA_on=0``: both covariance learning rates ``c1`` and ``c_mu`` are zero); the mean and the
+  step size still adapt, so comparing it with ``cma`` shows what learning ``C`` buys;
 * ``mini-cma``: the book's own :class:`bbt_mini.cmaes.CMAES`, for teaching;
 * ``random``: random search, every candidate drawn afresh from ``N(0, sigma0^2 I)``: the
   baseline that shows what CMA-ES's adaptation buys.
@@ -19,7 +22,7 @@ import numpy as np
 
 from .cmaes import CMAES
 
-OPTIMIZERS = ("cma", "sep-cma", "mini-cma", "random")
+OPTIMIZERS = ("cma", "sep-cma", "frozen-cma", "mini-cma", "random")
 
 
 class Optimizer:
@@ -55,7 +58,7 @@ class PyCMA(Optimizer):
     """
 
     def __init__(self, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None,
-                 diagonal: bool = False):
+                 diagonal: bool = False, learn_covariance: bool = True):
         import cma
 
         if seed <= 0:
@@ -64,6 +67,12 @@ class PyCMA(Optimizer):
                 "tolfun": 0, "tolflatfitness": 10**9, "tolfunhist": 0, "tolx": 0, "tolstagnation": 10**9}
         if bound:
             opts["bounds"] = [-bound, bound]
+        if not learn_covariance:
+            # CMA_on multiplies every covariance learning rate (c1, c_mu and their sep- and
+            # active variants); 0 switches the covariance update off and leaves C where it
+            # starts: the identity, up to the factors exp(1e-4 i / d) that pycma puts on its
+            # diagonal to keep the eigenvalues apart. Mean and step size (CSA) adapt as usual.
+            opts["CMA_on"] = 0
         self._random = np.random.RandomState(seed)
         opts["randn"] = self._random.randn
         self.popsize = popsize
@@ -129,6 +138,8 @@ def make_optimizer(name: str, d: int, sigma0: float, popsize: int, seed: int, bo
         return PyCMA(d, sigma0, popsize, seed, bound)
     if name == "sep-cma":
         return PyCMA(d, sigma0, popsize, seed, bound, diagonal=True)
+    if name == "frozen-cma":
+        return PyCMA(d, sigma0, popsize, seed, bound, learn_covariance=False)
     if name == "mini-cma":
         return MiniCMA(d, sigma0, popsize, seed, bound)
     if name == "random":

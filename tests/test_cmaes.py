@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bbt_mini.cmaes import CMAES, Parameters
+from bbt_mini.cmaes import CMAES, OnePlusOneES, Parameters
 from bbt_mini.optimizers import make_optimizer
 
 
@@ -111,3 +111,59 @@ def test_pycma_candidates_do_not_depend_on_the_callers_numpy_draws(name):
 
     for a, b in zip(search(False), search(True)):
         np.testing.assert_array_equal(a, b)
+
+
+def one_plus_one(x0, sigma0, evals, f=sphere, seed=1):
+    es = OnePlusOneES(np.asarray(x0, dtype=float), sigma0, rng=np.random.default_rng(seed))
+    while es.counteval < evals:
+        y = es.ask()
+        es.tell(y, f(y))
+    return es
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_one_plus_one_es_converges_on_the_sphere(seed):
+    es = one_plus_one(np.full(10, 1.0), 1.0, 2000, seed=seed)
+    assert es.fbest < 1e-10 and es.fbest == sphere(es.xbest[None])[0]
+
+
+def test_one_plus_one_es_step_size_grows_when_too_small_and_shrinks_when_too_large():
+    """The 1/5th rule: far from the optimum with a tiny step, half the children succeed and
+    sigma grows; a huge step near the optimum almost never succeeds and sigma shrinks."""
+    small = one_plus_one(np.full(5, 100.0), 1e-6, 200)
+    assert small.sigma > 1e-3 and small.successes / small.counteval > 0.3
+    large = one_plus_one(np.full(5, 1e-3), 1e3, 200)
+    assert large.sigma < 1e3 / 100 and large.successes / large.counteval < 0.2
+
+
+def test_one_plus_one_es_success_rate_settles_near_one_fifth():
+    es = one_plus_one(np.full(10, 1.0), 1.0, 3000)
+    assert 0.12 < es.successes / es.counteval < 0.28
+
+
+def test_one_plus_one_es_without_adaptation_would_stall():
+    """The contrast: with the rule switched off (a fixed sigma) it stops short of the optimum."""
+    es = OnePlusOneES(np.full(10, 1.0), 1.0, rng=np.random.default_rng(1))
+    es.UP = 0.0
+    while es.counteval < 2000:
+        y = es.ask()
+        es.tell(y, sphere(y))
+    assert es.sigma == 1.0 and es.fbest > 1e-2
+
+
+def test_one_plus_one_es_checks_its_input():
+    es = OnePlusOneES(np.zeros(3), 1.0)
+    with pytest.raises(ValueError, match="tell needs Y"):
+        es.tell(np.zeros((2, 3)), np.zeros(2))
+    with pytest.raises(ValueError, match="sigma0 positive"):
+        OnePlusOneES(np.zeros(3), 0.0)
+
+
+def test_minimal_cmaes_with_covariance_learning_off_keeps_c_and_still_converges():
+    es = CMAES(np.full(5, 1.0), 1.0, rng=np.random.default_rng(1))
+    es.params.c1 = es.params.cmu = 0.0
+    while es.counteval < 3000:
+        X = es.ask()
+        es.tell(X, sphere(X))
+    np.testing.assert_array_equal(es.C, np.eye(5))
+    assert es.fbest < 1e-8

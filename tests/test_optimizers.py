@@ -1,0 +1,57 @@
+"""The optimisers BBT's config can name: what each one adapts, and what it leaves alone."""
+import numpy as np
+import pytest
+
+from bbt_mini.bbt import BBTConfig
+from bbt_mini.optimizers import OPTIMIZERS, make_optimizer
+
+
+def tilted_ellipsoid(X):
+    """An ill-conditioned quadratic whose axes are not the coordinates (so C has something to learn)."""
+    d = X.shape[-1]
+    R = np.linalg.qr(np.random.default_rng(0).standard_normal((d, d)))[0]
+    return ((np.asarray(X) @ R) ** 2 * 10.0 ** np.linspace(0, 3, d)).sum(-1)
+
+
+def run(name, generations=60, d=6, seed=1):
+    opt = make_optimizer(name, d, 1.0, 10, seed)
+    C0, mean0, sigma0 = opt.es.C.copy(), opt.es.mean.copy(), opt.es.sigma
+    first = None
+    for _ in range(generations):
+        X = opt.ask()
+        fx = tilted_ellipsoid(X)
+        first = fx.min() if first is None else first
+        opt.tell(X, fx)
+    return opt, C0, mean0, sigma0, first
+
+
+def test_frozen_cma_keeps_the_identity_covariance_while_mean_and_step_size_adapt():
+    opt, C0, mean0, sigma0, first = run("frozen-cma")
+    assert np.array_equal(opt.es.C, C0), "the covariance moved"
+    assert np.abs(C0 - np.eye(len(C0))).max() < 2e-4  # pycma's start: I up to exp(1e-4 i / d)
+    assert np.linalg.norm(opt.es.mean - mean0) > 0.5, "the mean did not move"
+    assert opt.es.sigma < 0.5 * sigma0, "the step size did not adapt"
+    assert opt.es.best.f < 1e-2 * first, "no progress on the objective"
+
+
+def test_full_cma_moves_the_covariance_on_the_same_run():
+    """The contrast that makes the freezing test mean something: same seed, C is learned."""
+    opt, C0, *_ = run("cma")
+    assert np.abs(opt.es.C - C0).max() > 0.1
+
+
+def test_bbt_config_can_select_each_optimizer_and_refuses_others():
+    assert "frozen-cma" in OPTIMIZERS
+    for name in OPTIMIZERS:
+        BBTConfig(optimizer=name).check()
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        BBTConfig(optimizer="cma-frozen").check()
+
+
+def test_frozen_cma_continues_exactly_after_a_checkpoint():
+    from bbt_mini.optimizers import restore
+
+    a, *_ = run("frozen-cma", generations=5)
+    b = restore(a.state())
+    Xa, Xb = a.ask(), b.ask()
+    np.testing.assert_array_equal(Xa, Xb)
