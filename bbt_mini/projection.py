@@ -40,9 +40,10 @@ import numpy as np
 
 SAMPLERS = ("uniform", "normal", "normal-v1", "uniform-matched")
 P0_FORMS = ("tokens", "zeros", "random-tokens", "words:<text>", "file:<path.npy>")
-# random-tokens draws from ids RANDOM_P0_LOW .. vocab_size - 1: past the special and byte
-# tokens that open the vocabularies of the book's models (SmolLM2, RoBERTa, BERT).
-RANDOM_P0_LOW = 256
+# random-tokens draws from ids RANDOM_P0_LOW .. vocab_size - 1, the range whose first L ids the
+# authors' default takes: past the special, byte and placeholder tokens that open the
+# vocabularies (BERT's ids 1..998 are [unused] placeholders and [CLS], [SEP], [MASK]).
+RANDOM_P0_LOW = 1000
 
 
 def uniform_A(D: int, d: int, rng: np.random.Generator) -> np.ndarray:
