@@ -23,12 +23,12 @@ from .blackbox import LOSSES, BlackBox
 from .experiment import Setup
 from .optimizers import OPTIMIZERS, Optimizer, make_optimizer, restore
 from .profiles import Profile
-from .projection import SAMPLERS, Projection, make_A
+from .projection import P0_FORMS, SAMPLERS, Projection, build_p0, check_p0, make_A
 from .results import to_json, versions  # noqa: F401  (re-exported: bbt_mini.bbt.to_json, .versions)
 from .tuning import Run, tune  # noqa: F401  (Run re-exported for chapter 2)
 
 LOSS_NAMES = tuple(sorted(LOSSES))
-P0S = ("tokens", "zeros")
+P0S = P0_FORMS  # the open forms (words:<text>, file:<path>) are checked by check_p0
 # p0 = the word embeddings of L real tokens, ids P0_FIRST_TOKEN.. (the authors' code): ordinary
 # vocabulary entries, past the special tokens at the start of every vocabulary, so p0 has the
 # scale of real words. Every model the book uses has more than 1,000 + L tokens.
@@ -55,7 +55,8 @@ class BBTConfig:
     sampler: str = setting("uniform", "A: uniform (BBT), normal or normal-v1 (BBTv2)", SAMPLERS)
     alpha: float = setting(1.0, "scale of the normal sampler")
     optimizer: str = setting("cma", "the derivative-free optimiser over z", OPTIMIZERS)
-    p0: str = setting("tokens", f"tokens: embeddings of tokens {P0_FIRST_TOKEN}.. (the papers); zeros", P0S)
+    p0: str = setting("tokens", f"tokens: embeddings of tokens {P0_FIRST_TOKEN}.. (the papers); zeros; "
+                      "random-tokens; words:<text>; file:<prompt.npy>")
     checkpoint_every: int = setting(0, "API calls between checkpoints (0: at every dev check)")
 
     @classmethod
@@ -74,6 +75,7 @@ class BBTConfig:
         for name in ("prompt_length", "intrinsic_dim", "popsize", "budget", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        check_p0(self.p0)
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be 0 or more; got {self.checkpoint_every}")
         if self.popsize < 2:
@@ -94,20 +96,15 @@ def settings(config_class=BBTConfig) -> list:
     return out
 
 
-def p0_for(service: BlackBox, config: BBTConfig) -> np.ndarray:
-    """``p0``: embeddings of ``L`` real tokens (ids from :data:`P0_FIRST_TOKEN`, as the authors' code) or zeros."""
-    L, H = config.prompt_length, service.hidden_size
-    if config.p0 == "zeros":
-        return np.zeros((L, H), np.float32)
-    if P0_FIRST_TOKEN + L > service.vocab_size:
-        raise ValueError(f"p0='tokens' takes the embeddings of tokens {P0_FIRST_TOKEN}..{P0_FIRST_TOKEN + L - 1}, "
-                         f"beyond this model's {service.vocab_size} tokens; use p0='zeros'")
-    return service.token_embeddings(range(P0_FIRST_TOKEN, P0_FIRST_TOKEN + L))
+def p0_for(service: BlackBox, config: BBTConfig, seed: int | None = None) -> np.ndarray:
+    """``p0`` (:func:`bbt_mini.projection.build_p0`): by default the embeddings of ``L`` real tokens
+    (ids from :data:`P0_FIRST_TOKEN`, as the authors' code); ``seed`` draws ``random-tokens``."""
+    return build_p0(config.p0, service, config.prompt_length, seed, first=P0_FIRST_TOKEN)
 
 
 def projection_for(service: BlackBox, config: BBTConfig, seed: int) -> Projection:
     """The fixed random projection of a BBT run, a function of the seed alone."""
-    p0 = p0_for(service, config)
+    p0 = p0_for(service, config, seed)
     rng = np.random.default_rng([seed, 0xA])
     mu_hat, sigma_hat = service.embedding_stats() if config.sampler != "uniform" else (0.0, None)
     A = make_A(config.sampler, p0.size, config.intrinsic_dim, rng, mu_hat=mu_hat, sigma_hat=sigma_hat,

@@ -17,16 +17,33 @@ Samplers for ``A``:
 * ``normal-v1`` (BBTv2, arXiv v1): ``N(mu, sigma^2)`` with ``mu = mu_hat / (d - sigma_hat^2)``
   and ``sigma = sigma_hat / sqrt(d - sigma_hat^2)`` (:func:`normal_v1`).
 
+* ``uniform-matched`` (chapter 5's control): uniform entries ``U(-b, b)`` at the normal
+  sampler's standard deviation, ``b = sqrt(3) * std``: the uniform shape at the derived scale.
+
 Chapter 5 of the book derives both normal forms.
+
+Starting points ``p0`` (:func:`build_p0`, named by a string so that a run's settings say
+which): ``tokens`` (the authors' code: tokens ``first .. first + L - 1``), ``random-tokens``
+(``L`` tokens drawn per seed), ``words:<text>`` (the tokens of a phrase, repeated and cut to
+``L``), ``file:<path.npy>`` (a saved ``(L, hidden)`` prompt, e.g. one tuned with gradients on
+another task: BBTv2's critique of BBT is that it needs such a ``p0``) and ``zeros``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-SAMPLERS = ("uniform", "normal", "normal-v1")
+SAMPLERS = ("uniform", "normal", "normal-v1", "uniform-matched")
+P0_FORMS = ("tokens", "zeros", "random-tokens", "words:<text>", "file:<path.npy>")
+# random-tokens draws from ids RANDOM_P0_LOW .. vocab_size - 1, the range whose first L ids the
+# authors' default takes: past the special, byte and placeholder tokens that open the
+# vocabularies (BERT's ids 1..998 are [unused] placeholders and [CLS], [SEP], [MASK]).
+RANDOM_P0_LOW = 1000
 
 
 def uniform_A(D: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -65,6 +82,9 @@ def make_A(sampler: str, D: int, d: int, rng: np.random.Generator, *, mu_hat: fl
     if sampler == "normal-v1":
         mu, sigma = normal_v1(mu_hat, sigma_hat, d)
         return normal_A(D, d, sigma, rng, mu=mu)
+    if sampler == "uniform-matched":
+        bound = math.sqrt(3) * normal_std(sigma_hat, d, sigma0, alpha)  # std of U(-b, b) is b / sqrt(3)
+        return rng.uniform(-bound, bound, size=(D, d)).astype(np.float32)
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
 
 
@@ -89,3 +109,113 @@ class Projection:
         if z.shape[1] != self.d:
             raise ValueError(f"z must have {self.d} entries; got {z.shape[1]}")
         return (z @ self.A.T).reshape(len(z), *self.p0.shape) + self.p0
+
+
+# ------------------------------------------------------------------ the starting point p0
+
+
+def check_p0(spec: str) -> None:
+    """Refuse a ``p0`` that is none of :data:`P0_FORMS` (before any model loads)."""
+    if not isinstance(spec, str) or not (spec in ("tokens", "zeros", "random-tokens")
+                                         or spec.startswith(("words:", "file:"))):
+        raise ValueError(f"unknown p0 {spec!r}; choose one of {P0_FORMS}")
+    if spec == "words:" or spec == "file:":
+        raise ValueError(f"p0 {spec!r} needs a text or a path after the colon")
+
+
+def first_token_ids(L: int, vocab_size: int, first: int) -> list[int]:
+    """The authors' ``p0`` tokens: ids ``first .. first + L - 1``, checked against the vocabulary."""
+    if first + L > vocab_size:
+        raise ValueError(f"p0='tokens' takes the embeddings of tokens {first}..{first + L - 1}, "
+                         f"beyond this model's {vocab_size} tokens; use p0='zeros'")
+    return list(range(first, first + L))
+
+
+def random_token_ids(L: int, vocab_size: int, seed: int, low: int = RANDOM_P0_LOW) -> list[int]:
+    """``L`` distinct token ids drawn uniformly from ``low .. vocab_size - 1``, a function of ``seed``."""
+    if vocab_size - low < L:
+        raise ValueError(f"p0='random-tokens' draws {L} distinct ids from {low}..{vocab_size - 1}, "
+                         f"but this model has only {vocab_size} tokens")
+    rng = np.random.default_rng([seed, 0x90])
+    return [int(i) for i in rng.choice(np.arange(low, vocab_size), size=L, replace=False)]
+
+
+def phrase_token_ids(ids: list[int], L: int) -> list[int]:
+    """A phrase's token ids, repeated until there are ``L`` and cut to ``L``."""
+    if not ids:
+        raise ValueError("p0='words:...' needs a text with at least one token")
+    return [ids[i % len(ids)] for i in range(L)]
+
+
+def load_p0(path: str | Path, L: int, hidden: int) -> np.ndarray:
+    """A saved prompt, checked to be ``(L, hidden)`` and finite."""
+    p0 = np.load(Path(path)).astype(np.float32)
+    if p0.shape != (L, hidden):
+        raise ValueError(f"p0 file {path} holds a {p0.shape} prompt; this run needs ({L}, {hidden})")
+    if not np.isfinite(p0).all():
+        raise ValueError(f"p0 file {path} holds non-finite values")
+    return p0
+
+
+def p0_token_ids(spec: str, service, L: int, seed: int | None = None, first: int = 1000) -> list[int] | None:
+    """The token ids a token-made ``p0`` consists of (None for ``zeros`` and ``file:``)."""
+    check_p0(spec)
+    vocab = service.vocab_size
+    if spec == "tokens":
+        ids = first_token_ids(L, vocab, first)
+    elif spec == "random-tokens":
+        if seed is None:
+            raise ValueError("p0='random-tokens' needs the run's seed")
+        ids = random_token_ids(L, vocab, seed)
+    elif spec.startswith("words:"):
+        ids = phrase_token_ids(service.token_ids(spec[len("words:"):]), L)
+    else:
+        return None
+    if max(ids) >= vocab or min(ids) < 0:
+        raise ValueError(f"p0 token ids must lie in 0..{vocab - 1}; got {min(ids)}..{max(ids)}")
+    return ids
+
+
+def build_p0(spec: str, service, L: int, seed: int | None = None, first: int = 1000) -> np.ndarray:
+    """BBT's starting point ``p0`` (``(L, hidden)``, float32) from one of :data:`P0_FORMS`.
+
+    ``service``: the black box (its ``vocab_size``, ``hidden_size``, ``token_ids`` and
+    ``token_embeddings``); ``seed`` picks the tokens of ``random-tokens``.
+    """
+    ids = p0_token_ids(spec, service, L, seed, first)
+    if ids is not None:
+        return service.token_embeddings(ids)
+    if spec == "zeros":
+        return np.zeros((L, service.hidden_size), np.float32)
+    return load_p0(spec[len("file:"):], L, service.hidden_size)
+
+
+def pretrained_p0(task: str, model: str, profile, steps: int, seed: int = 1, progress: bool = True,
+                  **run_kw) -> tuple[str, dict]:
+    """A ``p0`` tuned with gradients on ``task`` (prompt tuning, the white box): ``("file:<path>", result)``.
+
+    The prompt has the profile's length; it and the run's result are kept under
+    ``$BBT_MINI_CACHE/p0``, keyed by the settings and the package's source (like
+    :func:`bbt_mini.runs.cached_run`), so the same call later reads them back.
+    """
+    from .models import cache_dir
+    from .profiles import Profile, get_profile
+    from .runs import run, source_hash
+
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    key = json.dumps({"task": task, "model": str(model), "profile": profile.name, "L": profile.prompt_length,
+                      "steps": steps, "seed": seed, "run": run_kw, "source": source_hash()},
+                     sort_keys=True, default=str)
+    stem = cache_dir() / "p0" / f"{task}-pt-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+    npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    if npy.exists() and meta.exists():
+        result = json.loads(meta.read_text())
+        result["cached"] = True
+        return f"file:{npy}", result
+    result = run("prompt_tuning", task, model, seed, profile, progress=progress,
+                 method_kw={"steps": steps, "prompt_length": profile.prompt_length}, **run_kw)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    np.save(npy, np.asarray(result["_prompt"], np.float32))
+    meta.write_text(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, default=float))
+    result["cached"] = False
+    return f"file:{npy}", result
