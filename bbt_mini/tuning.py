@@ -91,6 +91,7 @@ class Run:
         That run would check the incumbent on dev at its end; if this run has not checked it,
         it is checked here on the side (metered, not recorded as one of this run's dev checks).
         """
+        t0 = time.perf_counter()
         best_dev, prompt, best_calls = self.best_dev, self.best_prompt, self.best_calls
         _, incumbent, found = self.incumbent
         if incumbent is not None and found != self._checked:
@@ -99,7 +100,8 @@ class Run:
                 best_dev, prompt, best_calls = acc, incumbent, self.calls
         scores = evaluate(self.setup.service, self.setup.test, incumbent if prompt is None else prompt)
         return {"budget": budget, "calls": self.calls, "best_dev_acc": best_dev, "best_dev_calls": best_calls,
-                **test_fields(self.setup, scores), "test_loss": scores["loss"]}
+                **test_fields(self.setup, scores), "test_loss": scores["loss"],
+                "seconds": time.perf_counter() - t0}  # spent on this side test (inside the run's wall_s)
 
     def check_dev(self) -> float:
         """Score the incumbent on dev (once per new incumbent); keep it if it is the best so far."""

@@ -149,7 +149,10 @@ def test_a_run_tested_at_several_budgets_resumes_to_the_same_numbers(lm, tmp_pat
     _cut_off(setup, run_bbt, config, ckpt, after_calls=9)
     assert len(pickle.loads(ckpt.read_bytes())["tested"]) == 1  # 4 was tested before the cut, 12 not yet
     resumed = run_bbt(setup, config, checkpoint=ckpt, resume=True, progress=False)
-    assert resumed["test_at"] == whole["test_at"] and resumed["curve"] == whole["curve"]
+    def numbers(r):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in r["test_at"]]
+
+    assert numbers(resumed) == numbers(whole) and resumed["curve"] == whole["curve"]
 
 
 def test_a_checkpoint_tested_at_other_budgets_is_refused(lm, tmp_path):
