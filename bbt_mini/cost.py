@@ -106,17 +106,15 @@ def gain_from(tuned: dict, reference, task: str, name: str = "BBT", other: str =
     def at(b):
         c = comps[b]
         se = "no spread" if not np.isfinite(c.se) else f"standard error {c.se:.3f}"
-        return f"{c.diff:+.3f} ({se}) at {b} calls"
+        return f"{b} calls: {c.diff:+.3f}, {se}"
 
     if since is not None:
-        tail = f", {at(last)}" if last != since else ""
+        tail = f"; {at(last)}" if last != since else ""
         return since, comps, (f"on {task}, {name}'s gain over {other} exceeds two standard errors from "
-                              f"{since} calls on, at every budget shown: {at(since)}{tail}")
+                              f"{since} calls on, at every budget shown from there ({at(since)}{tail})")
     earlier = [b for b in budgets if comps[b].verdict == "higher"]
-    also = (f" (it did at {', '.join(map(str, earlier))} calls, but not at every larger budget)"
+    also = (f"; it did at {', '.join(map(str, earlier))} calls, but not at every larger budget"
             if earlier else "")
-    below = comps[last].verdict == "lower"
+    below = f", where {name} is below {other} beyond the noise" if comps[last].verdict == "lower" else ""
     return None, comps, (f"on {task}, {name}'s gain over {other} does not exceed two standard errors at "
-                         f"the last budget shown ({at(last)}"
-                         + (f"; there {name} is below {other} beyond the noise" if below else "")
-                         + f"){also}")
+                         f"the last budget shown ({at(last)}){below}{also}")
