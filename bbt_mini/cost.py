@@ -60,3 +60,61 @@ def loss_at(curve: list, calls: np.ndarray) -> np.ndarray:
     best = np.minimum.accumulate([e["train_loss"] for e in curve])
     idx = np.searchsorted(c, calls, side="right") - 1
     return np.where(idx >= 0, best[np.clip(idx, 0, None)], np.nan)
+
+
+# Gain against the budget: runs made with ``test_at`` (bbt_mini.tuning) give the test accuracy of
+# the prompt each budget would have returned, so one run per seed gives the whole curve.
+
+def accuracy_by_budget(results: list, key: str = "test_accuracy") -> dict:
+    """``{budget: [per-run value]}`` from runs made with the same ``test_at`` budgets (one per seed)."""
+    if not results:
+        raise ValueError("no runs given")
+    by_budget: dict = {}
+    for r in results:
+        if not r.get("test_at"):
+            raise ValueError("a run without test_at entries: run it with test_at=[budgets]")
+        for entry in r["test_at"]:
+            by_budget.setdefault(entry["budget"], []).append(entry[key])
+    if len({len(v) for v in by_budget.values()}) != 1:
+        raise ValueError("the runs were tested at different budgets; give runs with the same test_at")
+    return dict(sorted(by_budget.items()))
+
+
+def gain_from(tuned: dict, reference, task: str, name: str = "BBT", other: str = "the manual prompt"):
+    """The smallest budget from which ``name`` beats ``other`` beyond the noise, and the sentence.
+
+    ``tuned``: ``{budget: per-seed test accuracy}`` (:func:`accuracy_by_budget`); ``reference``:
+    the other method's accuracy (one number, or per-seed values). At each budget the two are
+    compared with :func:`bbt_mini.notebook.compare` (beyond 2 standard errors of the
+    difference); the answer is the smallest budget from which *every* larger budget shown is
+    also beyond them, or ``None`` when the last budget is not. Returns ``(budget or None,
+    {budget: Comparison}, sentence)``.
+    """
+    from .notebook import compare
+
+    if not tuned:
+        raise ValueError("no budgets given")
+    comps = {b: compare(tuned[b], reference, name, other) for b in sorted(tuned)}
+    budgets = list(comps)
+    since = None
+    for b in reversed(budgets):
+        if comps[b].verdict != "higher":
+            break
+        since = b
+    last = budgets[-1]
+
+    def at(b):
+        c = comps[b]
+        se = "no spread" if not np.isfinite(c.se) else f"standard error {c.se:.3f}"
+        return f"{b} calls: {c.diff:+.3f}, {se}"
+
+    if since is not None:
+        tail = f"; {at(last)}" if last != since else ""
+        return since, comps, (f"on {task}, {name}'s gain over {other} exceeds two standard errors from "
+                              f"{since} calls on, at every budget shown from there ({at(since)}{tail})")
+    earlier = [b for b in budgets if comps[b].verdict == "higher"]
+    also = (f"; it did at {', '.join(map(str, earlier))} calls, but not at every larger budget"
+            if earlier else "")
+    below = f", where {name} is below {other} beyond the noise" if comps[last].verdict == "lower" else ""
+    return None, comps, (f"on {task}, {name}'s gain over {other} does not exceed two standard errors at "
+                         f"the last budget shown ({at(last)}){below}{also}")

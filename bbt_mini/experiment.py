@@ -32,6 +32,7 @@ class Setup:
     profile: Profile
     seed: int
     placement: str
+    test_at: tuple = ()  # budgets at which a tuning run also tests its would-be result (bbt_mini.tuning)
 
 
 def texts_for(task: Task, verbalizer: Verbalizer, examples: list, service, placement: str = "prepend"):

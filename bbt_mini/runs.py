@@ -30,6 +30,7 @@ from .bbtv2 import run_bbtv2
 from .models import cache_dir
 from .profiles import Profile, default_device, default_dtype, get_profile
 from .results import dtype_name, to_json, versions
+from .tuning import check_test_at
 
 METHODS = ("manual", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
 TUNERS = ("bbt", "bbtv2")  # the black-box methods: settings from BBTConfig/BBTv2Config, checkpoints
@@ -41,10 +42,12 @@ BASELINE_OPTIONS = {"manual": (), "icl": ("per_class",), "prompt_tuning": ("prom
 
 
 def check_options(method: str, config: dict, method_kw: dict, checkpoint=None, k=None,
-                  test_size: int | None | str = "profile") -> None:
+                  test_size: int | None | str = "profile", test_at=None) -> None:
     """Refuse, before any model loads, settings that are out of range or do not apply to ``method``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if test_at and method not in TUNERS:
+        raise ValueError(f"test_at (test accuracy at several budgets) is for the tuners {TUNERS}, not {method}")
     unknown = set(config) - set(CONFIG_FIELDS)
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; BBT/BBTv2 take {CONFIG_FIELDS}")
@@ -67,9 +70,11 @@ def check_options(method: str, config: dict, method_kw: dict, checkpoint=None, k
 def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, profile: str | Profile | None = None,
         variant: str | None = None, placement: str = "prepend", k: int | None = None,
         test_size: int | None | str = "profile", checkpoint=None, resume: bool = False, progress: bool = True,
-        device=None, dtype=None, method_kw: dict | None = None, service=None, **config) -> dict:
+        device=None, dtype=None, method_kw: dict | None = None, service=None, test_at=None, **config) -> dict:
     """Run ``method`` once. ``config`` overrides BBT/BBTv2 settings (``budget=``, ``sampler=``...);
-    ``method_kw`` passes options to a baseline (``steps=``, ``per_class=``...). Settings that
+    ``method_kw`` passes options to a baseline (``steps=``, ``per_class=``...). ``test_at``
+    (BBT/BBTv2): budgets at which the prompt a run of that budget would return is also tested,
+    listed in ``result["test_at"]`` (see :mod:`bbt_mini.tuning`). Settings that
     are out of range or do not apply to the method are refused before the model loads.
     ``service``: a remote black box, its URL or a :class:`bbt_mini.remote.RemoteService` (``bbt`` and
     ``manual`` only: the others need the model's layers or gradients)."""
@@ -77,7 +82,7 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
     from .experiment import prepare
 
     kw = dict(method_kw or {})
-    check_options(method, config, kw, checkpoint, k, test_size)
+    check_options(method, config, kw, checkpoint, k, test_size, test_at)
     if seed < 1:
         raise ValueError("seed must be 1 or more (pycma reads 0 as 'seed from the clock')")
     if service is not None and method not in REMOTE_METHODS:
@@ -89,8 +94,10 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
     if method in TUNERS:
         tuner_config = profile.config(method, **config)
         tuner_config.check()
+        test_at = check_test_at(test_at, tuner_config.budget)
     setup = prepare(task, model, seed, profile, variant=variant, placement=placement, k=k, test_size=test_size,
                     device=device, dtype=dtype, service=service)
+    setup.test_at = test_at or ()
     if method == "manual":
         return baselines.manual_prompt(setup)
     if method == "icl":
@@ -114,6 +121,27 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def cache_path(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1,
+               profile: str | Profile | None = None, **kwargs) -> Path:
+    """Where :func:`cached_run` keeps this run's result: a file named by a hash of every setting."""
+    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    if not isinstance(task, str):
+        raise ValueError("cached_run takes a registered task name; call run() for other tasks")
+    settings = {k: v for k, v in kwargs.items() if k != "progress"}  # a progress bar changes no result
+    if settings.get("test_at"):  # the budgets as run() uses them: (100, 50) is (50, 100)
+        settings["test_at"] = sorted(settings["test_at"])
+    else:  # no budgets: the same run as without the option
+        settings.pop("test_at", None)
+    device = default_device(kwargs.get("device"))
+    machine = {"device": str(device), "dtype": dtype_name(default_dtype(device, kwargs.get("dtype"))),
+               "versions": versions()}  # resolved: $BBT_DTYPE or another GPU gives another key
+    key = json.dumps({"method": method, "task": task, "model": str(model), "seed": seed,
+                      "profile": dataclasses.asdict(profile), "kwargs": settings, "source": source_hash(),
+                      **machine}, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return cache_dir() / "runs" / f"{task}-{method}-s{seed}-{digest}.json"
+
+
 def cached_run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1,
                profile: str | Profile | None = None, **kwargs) -> dict:
     """:func:`run`, or its stored result if this exact run was done before (see the module doc).
@@ -122,17 +150,7 @@ def cached_run(method: str, task="rotten_tomatoes", model="smollm2", seed: int =
     Stored results have no ``_prompt`` (the tuned prompt itself); call :func:`run` if you need it.
     """
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    if not isinstance(task, str):
-        raise ValueError("cached_run takes a registered task name; call run() for other tasks")
-    settings = {k: v for k, v in kwargs.items() if k != "progress"}  # a progress bar changes no result
-    device = default_device(kwargs.get("device"))
-    machine = {"device": str(device), "dtype": dtype_name(default_dtype(device, kwargs.get("dtype"))),
-               "versions": versions()}  # resolved: $BBT_DTYPE or another GPU gives another key
-    key = json.dumps({"method": method, "task": task, "model": str(model), "seed": seed,
-                      "profile": dataclasses.asdict(profile), "kwargs": settings, "source": source_hash(),
-                      **machine}, sort_keys=True, default=str)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    path = cache_dir() / "runs" / f"{task}-{method}-s{seed}-{digest}.json"
+    path = cache_path(method, task, model, seed, profile, **kwargs)
     if path.exists() and os.environ.get("BBT_RECOMPUTE") != "1":
         result = json.loads(path.read_text())
         result["cached"] = True

@@ -8,6 +8,13 @@ scored on the dev set; the prompt with the best dev accuracy is the one tested a
 Dev and test queries are metered by the service but not charged to the tuning budget, as
 in the papers.
 
+``test_at``: budgets (API calls) at which the prompt that a run of that budget would return
+(the best-dev prompt so far, after the dev check such a run makes at its end) is scored on
+the test set, so that one run gives the test accuracy against the budget. That dev check is
+made on the side: the run itself goes on exactly as without ``test_at``. A budget is scored
+at the end of the generation that reaches it (the same as a run of that budget when it is a
+multiple of the population); the numbers at the run's own budget are its final ones.
+
 BBT and BBTv2 differ only in their search (which ``z`` is proposed and how it becomes a
 prompt): :class:`bbt_mini.bbt.Subspace` and :class:`bbt_mini.bbtv2.LayerByLayer`. A
 search is anything with
@@ -29,7 +36,7 @@ import numpy as np
 
 from .blackbox import accuracy
 from .experiment import Setup, evaluate
-from .results import differences, identity, result, used_since
+from .results import differences, identity, result, test_fields, used_since
 
 
 @dataclass
@@ -52,10 +59,13 @@ class Run:
     meter0: dict = field(default_factory=dict)
     wall_before: float = 0.0  # seconds spent before a resume
     t0: float = field(default_factory=time.perf_counter)
+    test_at: tuple = ()  # budgets at which the would-be result is tested (see the module doc)
+    tested: list = field(default_factory=list)  # one entry per budget of test_at reached so far
 
     def __post_init__(self):
         self.meter0 = self.setup.service.meter.snapshot()
         self._next_eval = self.config.eval_every
+        self.test_at = check_test_at(self.test_at, self.config.budget)
 
     def record(self, losses: np.ndarray, logits: np.ndarray, prompts: np.ndarray) -> dict:
         """Log one generation; return its curve entry."""
@@ -70,7 +80,28 @@ class Run:
                 self._next_eval += self.config.eval_every
             entry["dev_acc"] = self.check_dev()
         self.curve.append(entry)
+        for budget in self.test_at[len(self.tested):]:
+            if self.calls >= budget:
+                self.tested.append(self.test_now(budget))
         return entry
+
+    def test_now(self, budget: int) -> dict:
+        """Test the prompt a run of ``budget`` calls would return, leaving this run's state as it is.
+
+        That run would check the incumbent on dev at its end; if this run has not checked it,
+        it is checked here on the side (metered, not recorded as one of this run's dev checks).
+        """
+        t0 = time.perf_counter()
+        best_dev, prompt, best_calls = self.best_dev, self.best_prompt, self.best_calls
+        _, incumbent, found = self.incumbent
+        if incumbent is not None and found != self._checked:
+            acc = evaluate(self.setup.service, self.setup.dev, incumbent)["accuracy"]
+            if acc > best_dev:
+                best_dev, prompt, best_calls = acc, incumbent, self.calls
+        scores = evaluate(self.setup.service, self.setup.test, incumbent if prompt is None else prompt)
+        return {"budget": budget, "calls": self.calls, "best_dev_acc": best_dev, "best_dev_calls": best_calls,
+                **test_fields(self.setup, scores), "test_loss": scores["loss"],
+                "seconds": time.perf_counter() - t0}  # spent on this side test (inside the run's wall_s)
 
     def check_dev(self) -> float:
         """Score the incumbent on dev (once per new incumbent); keep it if it is the best so far."""
@@ -99,7 +130,8 @@ class Run:
         state = {"identity": self.identity(), "calls": self.calls, "curve": self.curve, "best_dev": self.best_dev,
                  "best_prompt": self.best_prompt, "best_calls": self.best_calls, "incumbent": self.incumbent,
                  "dev_calls": self.dev_calls, "checked": self._checked, "next_eval": self._next_eval,
-                 "search": search_state, "meter": self.meter_used(), "wall_s": self.wall_s()}
+                 "search": search_state, "meter": self.meter_used(), "wall_s": self.wall_s(),
+                 "test_at": list(self.test_at), "tested": self.tested}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -117,6 +149,10 @@ class Run:
         differ = differences(self.identity(), state["identity"])
         if differ:
             raise ValueError(f"checkpoint {path} belongs to another run: " + "; ".join(differ))
+        if tuple(state.get("test_at", ())) != self.test_at:
+            raise ValueError(f"checkpoint {path} belongs to another run: test_at: {list(self.test_at)} here, "
+                             f"{list(state.get('test_at', ()))} in the checkpoint")
+        self.tested = list(state.get("tested", []))
         self.calls, self.curve, self.best_dev = state["calls"], state["curve"], state["best_dev"]
         self.best_prompt, self.best_calls = state["best_prompt"], state["best_calls"]
         self.incumbent = state["incumbent"]
@@ -137,6 +173,8 @@ class Run:
         """The run as JSON-ready data (the command line writes exactly this)."""
         prompt = self.best_prompt if self.best_prompt is not None else self.incumbent[1]
         scores = evaluate(self.setup.service, self.setup.test, prompt) if test else None
+        if self.test_at:
+            extra["test_at"] = self.tested
         out = result(self.setup, self.method, scores, self.meter_used(), seed=self.seed, config=self.config,
                      wall_s=self.wall_s(), calls=self.calls, dev_calls=self.dev_calls, best_dev_acc=self.best_dev,
                      best_dev_calls=self.best_calls, curve=self.curve, **extra)
@@ -144,16 +182,32 @@ class Run:
         return out
 
 
+def check_test_at(test_at, budget: int) -> tuple:
+    """``test_at`` as a sorted tuple of distinct budgets; refused if one is not in 1..``budget``."""
+    test_at = list(test_at or ())
+    budgets = tuple(sorted({int(b) for b in test_at}))
+    if len(budgets) != len(test_at):
+        raise ValueError(f"test_at lists a budget twice: {list(test_at)}")
+    if budgets and budgets[0] < 1:
+        raise ValueError(f"test_at budgets must be at least 1 API call; got {list(test_at)}")
+    if budgets and budgets[-1] > budget:
+        raise ValueError(f"test_at asks for the test accuracy at {budgets[-1]} calls, beyond this run's "
+                         f"budget of {budget}: raise the budget or drop that point")
+    return budgets
+
+
 def tune(setup: Setup, config, seed: int, method: str, search, checkpoint: str | Path | None = None,
-         resume: bool = False, progress: bool = True, test: bool = True, **extra) -> dict:
+         resume: bool = False, progress: bool = True, test: bool = True, test_at=None, **extra) -> dict:
     """Spend ``config.budget`` API calls on the training set with ``search``; test the best-dev prompt.
 
     ``checkpoint``: a file written every ``config.checkpoint_every`` calls (default: at every
     dev check); with ``resume=True`` a run continues from it and ends exactly as an
-    uninterrupted run would. ``extra`` joins the result.
+    uninterrupted run would. ``test_at``: budgets at which the would-be result is also tested
+    (default ``setup.test_at``; see the module doc); the result's ``test_at`` lists them.
+    ``extra`` joins the result.
     """
     service = setup.service
-    run = Run(setup, config, seed, method)
+    run = Run(setup, config, seed, method, test_at=setup.test_at if test_at is None else test_at)
     if resume and checkpoint and Path(checkpoint).exists():
         search.load(run.load(checkpoint))
     every = config.checkpoint_every or config.eval_every

@@ -137,3 +137,27 @@ def test_cli_resume_continues_a_killed_run_and_refuses_another_runs_checkpoint(f
     args[args.index("--k") + 1] = "3"
     assert main([*args, "--checkpoint", str(ckpt), "--resume"]) == 2
     assert "k: 3 here, 2 in the checkpoint" in capsys.readouterr().err
+
+
+def test_a_run_tested_at_several_budgets_resumes_to_the_same_numbers(lm, tmp_path):
+    config = BBTConfig(**{**TINY, "checkpoint_every": 4})
+    setup = tiny_setup(lm)
+    setup.test_at = (4, 12, 16)
+    whole = run_bbt(setup, config, progress=False)
+    setup, ckpt = tiny_setup(lm), tmp_path / "run.ckpt"
+    setup.test_at = (4, 12, 16)
+    _cut_off(setup, run_bbt, config, ckpt, after_calls=9)
+    assert len(pickle.loads(ckpt.read_bytes())["tested"]) == 1  # 4 was tested before the cut, 12 not yet
+    resumed = run_bbt(setup, config, checkpoint=ckpt, resume=True, progress=False)
+    def numbers(r):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in r["test_at"]]
+
+    assert numbers(resumed) == numbers(whole) and resumed["curve"] == whole["curve"]
+
+
+def test_a_checkpoint_tested_at_other_budgets_is_refused(lm, tmp_path):
+    ckpt = _checkpoint(lm, tmp_path)  # written without test_at
+    setup = tiny_setup(lm)
+    setup.test_at = (4,)
+    with pytest.raises(ValueError, match=r"test_at: \[4\] here, \[\] in the checkpoint"):
+        run_bbt(setup, BBTConfig(**{**TINY, "budget": 8}), checkpoint=ckpt, resume=True, progress=False)
