@@ -120,3 +120,263 @@ def test_chapters_carry_no_hand_written_verdict_that_issue_11_removed(md):
     text = md.read_text().lower()
     found = [v for v in HAND_WRITTEN_VERDICTS if v.lower() in text]
     assert not found, f"{md.name}: hand-written verdicts (compute them with bbt_mini.notebook.compare): {found}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The book's conventions (issue 11 section 5; /work's COMMON.md "Book conventions"): every
+# chapter and the appendix, read from their .md sources. Each rule is a function that returns
+# (file, line, message) problems; tests below run each on made-up snippets, both outcomes.
+# ---------------------------------------------------------------------------------------------
+import ast  # noqa: E402
+import re  # noqa: E402
+
+BOOK = ROOT / "book"
+PAGES = sorted(BOOK.glob("*.md"))  # intro, notation, bibliography: prose rules only
+WIDTH = 88
+HIDDEN = {"hide-input", "hide-cell", "remove-input", "remove-cell"}  # the reader sees no code
+CHAPTER_WORDS = {"01_lmaas": "lmaas", "02_intrinsic_dimension": "intrinsic", "03_cmaes": "cmaes",
+                 "04_divide_and_conquer": "divide", "05_normal_sampler": "normal", "06_price": "price",
+                 "07_more_data": "more", "benchmark": "bench"}
+FENCE = re.compile(r"^(`{3,}|~{3,})\s*(\{([\w:-]+)\})?\s*(.*)$")
+DRAWS = re.compile(r"\bplt\.(show|subplots|figure|plot|imshow|scatter|hist|bar|errorbar)\(|"
+                   r"\.subplots\(|\bsubplot_mosaic\(")
+
+
+class Cell:
+    """A code cell of a MyST notebook: where its body starts, its lines, tags and mystnb metadata."""
+
+    def __init__(self, first_line, lines, options):
+        self.first_line, self.lines, self.options = first_line, lines, options
+        self.tags = set(options.get("tags") or [])
+        self.figure = (options.get("mystnb") or {}).get("figure") or {}
+
+    @property
+    def shown(self):
+        return not self.tags & HIDDEN
+
+
+def parse_myst(text):
+    """(code cells, other fenced blocks as (directive, first line, lines, options), prose lines)
+
+    Prose: every line outside code cells and non-prose fences (plain code, math, literalinclude,
+    ...) with MyST syntax that is not prose blanked: roles with their content ({doc}`...`,
+    {glue:text}`...`), inline code, links' targets, headings, comments, cell markers, the
+    notebook's front matter and directive options. Line numbers are 1-based.
+    """
+    lines = text.split("\n")
+    cells, blocks, prose = [], [], [""] * len(lines)
+    i = 0
+    if lines and lines[0].strip() == "---":  # jupytext's front matter
+        i = lines.index("---", 1) + 1 if "---" in lines[1:] else len(lines)
+    while i < len(lines):
+        line, m = lines[i], FENCE.match(lines[i].strip())
+        if m and line.startswith(m[1][0]):
+            fence, directive = m[1], m[3] or ""
+            j, options, opt_lines = i + 1, {}, []
+            if directive and j < len(lines) and lines[j].strip() == "---":  # YAML options block
+                end = lines.index("---", j + 1)
+                options = yaml.safe_load("\n".join(lines[j + 1:end])) or {}
+                j = end + 1
+            while directive and j < len(lines) and re.match(r"^:[\w-]+:", lines[j]):
+                key, _, value = lines[j][1:].partition(":")
+                options[key] = yaml.safe_load(value.strip()) if value.strip() else True
+                j += 1
+            body_start = j
+            while j < len(lines) and not (lines[j].strip().startswith(fence[0] * len(fence))
+                                          and lines[j].strip().strip(fence[0]) == ""):
+                j += 1
+            body = lines[body_start:j]
+            if directive == "code-cell":
+                cells.append(Cell(body_start + 1, body, options))
+            elif directive and directive not in ("code-block", "code", "sourcecode", "math",
+                                                 "literalinclude", "eval-rst", "raw", "mermaid"):
+                for k in range(body_start, j):  # an admonition, figure, exercise: its text is prose
+                    prose[k] = lines[k]
+            blocks.append((directive, i + 1, body, options))
+            i = j + 1
+            continue
+        if re.match(r"^\s*(#{1,6}\s|\+\+\+|<!--|\(.*\)=\s*$|:::)", line) or re.match(r"^:[\w-]+:", line):
+            i += 1  # headings, cell markers, comments, labels, colon fences and their options
+            continue
+        prose[i] = line
+        i += 1
+    return cells, blocks, [_strip_markup(p) for p in prose]
+
+
+def _strip_markup(line):
+    line = re.sub(r"\{[\w:.+-]+\}`[^`]*`", " ", line)  # roles: {doc}`...`, {glue:text}`key`, ...
+    line = re.sub(r"`[^`]*`", " ", line)  # inline code
+    line = re.sub(r"\]\([^)]*\)", "]", line)  # a link's target
+    return line
+
+
+def _where(path, line):
+    return f"{path.relative_to(ROOT)}:{line}"
+
+
+def long_shown_code_lines(path, cells):
+    """Lines longer than WIDTH in code cells the reader sees (not hide-input/hide-cell/remove-*)."""
+    return [(_where(path, c.first_line + k), f"shown code line of {len(line)} characters (> {WIDTH}): "
+             "wrap it, or tag the cell hide-input if it only plots, prints or glues")
+            for c in cells if c.shown for k, line in enumerate(c.lines) if len(line) > WIDTH]
+
+
+def figure_cell_problems(path, cells):
+    """A cell that draws a figure: one plt.show(), mystnb figure name and caption, hide-input."""
+    word = CHAPTER_WORDS.get(path.stem)
+    problems = []
+    for c in cells:
+        body = "\n".join(c.lines)
+        if not DRAWS.search(body) or "remove-cell" in c.tags:
+            continue
+        where = _where(path, c.first_line)
+        name, caption = c.figure.get("name"), c.figure.get("caption")
+        if not name or not caption:
+            problems.append((where, "a cell that draws a figure needs mystnb figure metadata with a name "
+                             f"and a caption (mystnb: figure: name: fig-{word or '<word>'}-<what>, caption: ...)"))
+        elif word and not re.fullmatch(rf"fig-{word}-[a-z0-9]+(-[a-z0-9]+)*", name):
+            problems.append((where, f"figure name {name!r} must read fig-{word}-<what> (lower case, hyphens)"))
+        if "hide-input" not in c.tags:
+            problems.append((where, "a cell that draws a figure must be tagged hide-input (tags: [hide-input])"))
+        if body.count("plt.show()") > 1:
+            problems.append((where, f"{body.count('plt.show()')} plt.show() calls: one figure per cell"))
+    return problems
+
+
+def figure_names(path, cells, blocks):
+    """{name: line} of the figures a page defines: mystnb figure metadata and {figure} directives."""
+    names = [(c.figure["name"], c.first_line) for c in cells if c.figure.get("name")]
+    names += [(o["name"], line) for d, line, _, o in blocks if d in ("figure", "glue:figure") and o.get("name")]
+    return names
+
+
+NUMREF = re.compile(r"\{(?:numref|ref)\}`(?:[^`<]*<)?(fig-[^`>]+)>?`")
+EQREF = re.compile(r"\{eq\}`(?:[^`<]*<)?([^`>]+)>?`")
+EQLABEL = re.compile(r"\$\$[ \t]*\(([^)\s]+)\)[ \t]*$", re.M)
+
+
+def equation_labels(text, blocks):
+    labels = [(m[1], text.count("\n", 0, m.start()) + 1) for m in EQLABEL.finditer(text)]
+    labels += [(o["label"], line) for d, line, _, o in blocks if d == "math" and o.get("label")]
+    return labels
+
+
+def _refs(pattern, text):
+    return [(m[1].strip(), text.count("\n", 0, m.start()) + 1) for m in pattern.finditer(text)]
+
+
+def reference_problems(pages):
+    """Figure and equation names unique in the book; every {numref}/{ref} `fig-...` and {eq} exists.
+
+    ``pages``: {path: text}."""
+    figures, equations, problems = {}, {}, []
+    parsed = {p: parse_myst(t) for p, t in pages.items()}
+    for path, (cells, blocks, _) in parsed.items():
+        for kind, found in (("figure", figure_names(path, cells, blocks)),
+                            ("equation", equation_labels(pages[path], blocks))):
+            seen = figures if kind == "figure" else equations
+            for name, line in found:
+                if name in seen:
+                    problems.append((_where(path, line), f"{kind} name {name!r} is already used at {seen[name]}: "
+                                     "names must be unique in the book"))
+                seen.setdefault(name, _where(path, line))
+    for path, text in pages.items():
+        for name, line in _refs(NUMREF, text):
+            if name not in figures:
+                problems.append((_where(path, line), f"{{numref}}`{name}` names no figure of the book "
+                                 "(give the figure's cell mystnb: figure: name: ...)"))
+        for name, line in _refs(EQREF, text):
+            if name not in equations:
+                problems.append((_where(path, line), f"{{eq}}`{name}` names no labelled equation: "
+                                 f"write the equation as $$ ... $$ ({name})"))
+    return problems
+
+
+PLAIN_CHAPTER = re.compile(r"\b[Cc]hapters?\s+\d+(\s*(,|and|or|to|-|–)\s*\d+)*")
+
+
+def _chapter_link(path, number):
+    """The {doc} role that links chapter ``number`` from the page at ``path``."""
+    stems = sorted(p.stem for p in (BOOK / "chapters").glob("[0-9]*.md") if p.stem.startswith(f"{number:02d}_"))
+    stem = stems[0] if stems else f"{number:02d}_..."
+    up = {"appendix": "../chapters/", "chapters": ""}.get(path.parent.name, "chapters/")
+    return f"{{doc}}`chapter {number} <{up}{stem}>`"
+
+
+def plain_chapter_references(path, prose):
+    """"chapter N" written as plain text in prose (code, roles, headings and titles excepted)."""
+    text = "\n".join(prose)
+    return [(_where(path, text.count("\n", 0, m.start()) + 1),
+             f"plain {' '.join(m[0].split())!r}: make it a link, e.g. "
+             f"{_chapter_link(path, int(re.search(r'[0-9]+', m[0])[0]))}")
+            for m in PLAIN_CHAPTER.finditer(text)]
+
+
+def _included_lines(md, options, arg):
+    """The lines a {literalinclude} shows: the whole file, its :lines: or its :pyobject:."""
+    source = (md.parent / arg).resolve()
+    lines = source.read_text().split("\n")
+    if options.get("pyobject"):
+        tree, parts = ast.parse("\n".join(lines)), str(options["pyobject"]).split(".")
+        node = tree
+        for part in parts:
+            node = next(n for n in ast.iter_child_nodes(node)
+                        if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == part)
+        start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        return source, list(range(start, node.end_lineno + 1)), lines
+    if options.get("lines"):
+        chosen = []
+        for piece in str(options["lines"]).split(","):
+            a, dash, b = piece.strip().partition("-")
+            first, last = int(a or 1), int(b) if b else len(lines) if dash else int(a)
+            chosen += range(first, last + 1)
+        return source, chosen, lines
+    return source, list(range(1, len(lines) + 1)), lines
+
+
+def long_included_lines(path, text):
+    """Lines longer than WIDTH that a {literalinclude} shows from the package's code."""
+    problems = []
+    for m in re.finditer(r"^```\{literalinclude\}\s*(\S+)\s*\n((?::[\w-]+:.*\n)*)", text, re.M):
+        options = dict(re.findall(r"^:([\w-]+):\s*(.*)$", m[2], re.M))
+        source, chosen, lines = _included_lines(path, options, m[1])
+        long = [n for n in chosen if len(lines[n - 1]) > WIDTH]
+        if long:
+            what = options.get("pyobject") or options.get("lines") or "the whole file"
+            problems.append((_where(path, text.count("\n", 0, m.start()) + 1),
+                             f"shows {source.relative_to(ROOT)} ({what}) with {len(long)} lines over {WIDTH} "
+                             f"characters (lines {long[:5]}...): wrap them there or show less"))
+    return problems
+
+
+def _report(problems):
+    return "\n".join(f"{where}: {message}" for where, message in problems)
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.stem)
+def test_shown_code_lines_fit_the_page(md):
+    cells, _, _ = parse_myst(md.read_text())
+    problems = long_shown_code_lines(md, cells) + long_included_lines(md, md.read_text())
+    assert not problems, "\n" + _report(problems)
+
+
+@pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.stem)
+def test_every_figure_is_named_captioned_and_its_code_collapsed(md):
+    cells, _, _ = parse_myst(md.read_text())
+    problems = figure_cell_problems(md, cells)
+    assert not problems, "\n" + _report(problems)
+
+
+def test_figure_and_equation_names_are_unique_and_every_reference_exists():
+    problems = reference_problems({p: p.read_text() for p in SOURCES + PAGES})
+    assert not problems, "\n" + _report(problems)
+
+
+@pytest.mark.parametrize("md", SOURCES + PAGES, ids=lambda p: p.stem)
+def test_chapters_are_referred_to_by_links_not_plain_text(md):
+    problems = plain_chapter_references(md, parse_myst(md.read_text())[2])
+    assert not problems, "\n" + _report(problems)
+
+
+def test_every_chapter_has_a_chapter_word_for_its_figure_names():
+    assert {p.stem for p in SOURCES} <= set(CHAPTER_WORDS), "add the new chapter's word to CHAPTER_WORDS"
