@@ -128,6 +128,7 @@ def test_chapters_carry_no_hand_written_verdict_that_issue_11_removed(md):
 # (file, line, message) problems; tests below run each on made-up snippets, both outcomes.
 # ---------------------------------------------------------------------------------------------
 import ast  # noqa: E402
+import importlib.util  # noqa: E402
 import re  # noqa: E402
 
 BOOK = ROOT / "book"
@@ -172,7 +173,7 @@ def parse_myst(text):
         line, m = lines[i], FENCE.match(lines[i].strip())
         if m and line.startswith(m[1][0]):
             fence, directive = m[1], m[3] or ""
-            j, options, opt_lines = i + 1, {}, []
+            j, options = i + 1, {}
             if directive and j < len(lines) and lines[j].strip() == "---":  # YAML options block
                 end = lines.index("---", j + 1)
                 options = yaml.safe_load("\n".join(lines[j + 1:end])) or {}
@@ -210,8 +211,12 @@ def _strip_markup(line):
     return line
 
 
+def _rel(path):
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def _where(path, line):
-    return f"{path.relative_to(ROOT)}:{line}"
+    return f"{_rel(path)}:{line}"
 
 
 def long_shown_code_lines(path, cells):
@@ -344,7 +349,7 @@ def long_included_lines(path, text):
         if long:
             what = options.get("pyobject") or options.get("lines") or "the whole file"
             problems.append((_where(path, text.count("\n", 0, m.start()) + 1),
-                             f"shows {source.relative_to(ROOT)} ({what}) with {len(long)} lines over {WIDTH} "
+                             f"shows {_rel(source)} ({what}) with {len(long)} lines over {WIDTH} "
                              f"characters (lines {long[:5]}...): wrap them there or show less"))
     return problems
 
@@ -380,3 +385,140 @@ def test_chapters_are_referred_to_by_links_not_plain_text(md):
 
 def test_every_chapter_has_a_chapter_word_for_its_figure_names():
     assert {p.stem for p in SOURCES} <= set(CHAPTER_WORDS), "add the new chapter's word to CHAPTER_WORDS"
+
+
+NUMBERED = [ch["file"] for part in yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
+            if part.get("numbered") for ch in part["chapters"]]
+
+
+@pytest.mark.parametrize("page", NUMBERED, ids=lambda f: f.split("/")[-1])
+def test_numbered_chapters_titles_do_not_repeat_the_number_the_toc_gives(page):
+    """_toc.yml numbers the chapters (figures read "Fig. 3.1"); a title "# 3. CMA-ES" would show "3. 3. CMA-ES"."""
+    md = BOOK / f"{page}.md"
+    title = next(line for line in md.read_text().split("\n") if line.startswith("# "))
+    untitled = re.sub(r"^# [0-9]+\. ", "# ", title)
+    assert title == untitled, f"{md.relative_to(ROOT)}: the table of contents numbers this chapter: write {untitled!r}"
+
+
+# --- the rules' checkers on made-up snippets, both outcomes -------------------------------------
+def _page(body):
+    return f"---\njupytext:\n  formats: ipynb,md:myst\n---\n\n# Title with chapter 3\n\n{body}"
+
+
+FAKE = BOOK / "chapters" / "03_cmaes.md"
+
+
+def test_long_line_rule_flags_shown_cells_only():
+    long = "x = " + "1 + " * 30 + "1"
+    text = _page(f"```{{code-cell}} ipython3\nshort = 1\n{long}\n```\n\n"
+                 f"```{{code-cell}} ipython3\n---\ntags: [hide-input]\n---\n{long}\n```\n\n"
+                 f"```{{code-cell}} ipython3\n:tags: [remove-cell]\n{long}\n```\n")
+    problems = long_shown_code_lines(FAKE, parse_myst(text)[0])
+    assert [where for where, _ in problems] == ["book/chapters/03_cmaes.md:10"]
+    assert f"{len(long)} characters" in problems[0][1]
+    assert long_shown_code_lines(FAKE, parse_myst(_page("```{code-cell} ipython3\nx = 1\n```\n"))[0]) == []
+
+
+def test_literalinclude_rule_measures_the_lines_it_shows(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("class A:\n    def f(self):\n        return 1\n\n\ndef g():\n    return '" + "y" * 90 + "'\n")
+    md = tmp_path / "c.md"
+    show = "```{{literalinclude}} m.py\n:{}: {}\n:language: python\n```\n"
+    assert long_included_lines(md, show.format("pyobject", "A.f")) == []
+    assert long_included_lines(md, show.format("lines", "1-3")) == []
+    found = long_included_lines(md, show.format("pyobject", "g"))
+    assert found == [(f"{md}:1", f"shows {source} (g) with 1 lines over 88 characters (lines [7]...): "
+                      "wrap them there or show less")]
+    assert len(long_included_lines(md, show.format("lines", "5-"))) == 1
+
+
+def test_figure_rule_wants_name_caption_hide_input_and_one_show():
+    good = ("```{code-cell} ipython3\n---\nmystnb:\n  figure:\n    name: fig-cmaes-curves\n"
+            "    caption: Loss against calls.\ntags: [hide-input]\n---\nfig, ax = plt.subplots()\nplt.show()\n```\n")
+    assert figure_cell_problems(FAKE, parse_myst(_page(good))[0]) == []
+    bare = "```{code-cell} ipython3\nfig, ax = plt.subplots()\nplt.show()\nplt.show()\n```\n"
+    found = " | ".join(m for _, m in figure_cell_problems(FAKE, parse_myst(_page(bare))[0]))
+    assert "name and a caption" in found and "hide-input" in found and "2 plt.show()" in found
+    misnamed = good.replace("fig-cmaes-curves", "fig-curves")
+    assert "must read fig-cmaes-<what>" in figure_cell_problems(FAKE, parse_myst(_page(misnamed))[0])[0][1]
+    assert figure_cell_problems(FAKE, parse_myst(_page("```{code-cell} ipython3\nprint(1)\n```\n"))[0]) == []
+
+
+def test_reference_rule_finds_missing_and_duplicate_names():
+    fig = ("```{code-cell} ipython3\n---\nmystnb:\n  figure:\n    name: fig-cmaes-a\n    caption: A.\n"
+           "tags: [hide-input]\n---\nplt.show()\n```\n")
+    a = _page(fig + "\n$$ x = 1 $$ (eq-cmaes-x)\n\nAs {numref}`fig-cmaes-a` and {eq}`eq-cmaes-x` show.\n")
+    b = _page("See {numref}`Figure %s <fig-cmaes-a>`, {eq}`eq-cmaes-x`.\n\n```{math}\n:label: eq-cmaes-y\ny\n```\n")
+    assert reference_problems({FAKE: a, BOOK / "chapters" / "05_normal_sampler.md": b}) == []
+    broken = _page("See {numref}`fig-cmaes-b` and {eq}`eq-cmaes-z`.\n" + fig)
+    found = reference_problems({FAKE: a, BOOK / "chapters" / "05_normal_sampler.md": broken})
+    messages = " | ".join(m for _, m in found)
+    assert "fig-cmaes-b` names no figure" in messages and "eq-cmaes-z` names no labelled equation" in messages
+    assert "'fig-cmaes-a' is already used at book/chapters/03_cmaes.md:" in messages
+    assert [w for w, m in found if "names no figure" in m] == ["book/chapters/05_normal_sampler.md:8"]
+
+
+def test_plain_chapter_rule_spares_links_code_glue_keys_and_titles():
+    fine = _page("As {doc}`chapter 2 <02_intrinsic_dimension>` shows, `chapter 3` in code, "
+                 "{glue:text}`chapter 4_acc`.\n\n```{code-cell} ipython3\n# chapter 5\n```\n\n"
+                 "```bash\necho chapter 6\n```\n\n(sec-cmaes-x)=\n## From chapter 7\n")
+    assert plain_chapter_references(FAKE, parse_myst(fine)[2]) == []
+    plain = _page("Text.\n\n:::{admonition} Goals\n:class: tip\nBuilds on chapter 1 and chapters 3\nand 4.\n:::\n")
+    found = plain_chapter_references(FAKE, parse_myst(plain)[2])
+    assert [w for w, _ in found] == ["book/chapters/03_cmaes.md:12", "book/chapters/03_cmaes.md:12"]
+    assert "{doc}`chapter 1 <01_lmaas>`" in found[0][1] and "'chapters 3 and 4'" in found[1][1]
+    appendix = plain_chapter_references(BOOK / "appendix" / "benchmark.md", parse_myst(_page("In chapter 3.\n"))[2])
+    assert "<../chapters/03_cmaes>" in appendix[0][1]
+
+
+# --- MathJax is served with the book ---------------------------------------------------------
+_check_spec = importlib.util.spec_from_file_location("check_html", ROOT / "tools" / "check_html.py")
+check_html = importlib.util.module_from_spec(_check_spec)
+_check_spec.loader.exec_module(check_html)
+
+
+def test_built_book_loads_mathjax_from_its_own_static_folder(tmp_path):
+    """A one-page book built with the repository's _config.yml (-W: no warnings) loads MathJax
+    from _static/mathjax, which holds it; no CDN (offline, formulas showed as raw LaTeX)."""
+    import subprocess
+    import sys
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    config["exclude_patterns"] = ["_build"]
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    (book / "references.bib").write_text((BOOK / "references.bib").read_text())
+    (book / "intro.md").write_text("# Intro\n\nA formula, $0.04 \\pm 0.01$, and\n\n$$ p = A z + p_0 $$ (eq-x)\n")
+    done = subprocess.run([sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", "-W",
+                           "--config", str(tmp_path / "_config.yml"), "--path-output", str(tmp_path / "out"),
+                           str(book)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    page = tmp_path / "out" / "_build" / "html" / "intro.html"
+    html = page.read_text()
+    scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', html, re.I)
+    assert scripts and all(s.startswith("_static/mathjax/") for s in scripts), scripts
+    assert "cdn.jsdelivr" not in html
+    assert check_html.static_problems(html, page) == []
+
+
+def test_html_checker_flags_a_cdn_mathjax_and_untypeset_formulas(tmp_path):
+    (tmp_path / "_static" / "mathjax").mkdir(parents=True)
+    (tmp_path / "_static" / "mathjax" / "tex-chtml.js").write_text("")
+    page = tmp_path / "p.html"
+    local = '<script defer src="_static/mathjax/tex-chtml.js"></script><span class="math">\\(x\\)</span>'
+    assert check_html.static_problems(local, page) == []
+    cdn = local.replace("_static/mathjax/", "https://cdn.jsdelivr.net/npm/mathjax@3/es5/")
+    url = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"
+    assert check_html.static_problems(cdn, page) == [f"loads {url} from the network"]
+    assert check_html.static_problems(local.replace("tex-chtml", "missing"), page)[0].endswith("does not exist")
+    typeset = '<p>Loss <span class="math"><mjx-container class="MathJax">x</mjx-container></span> 0.1</p>'
+    assert check_html.dom_problems(typeset)[0] == []
+    raw = '<p>Loss <span class="math">\\(0.04 \\pm 0.01\\)</span><pre>\\(code\\)</pre></p>'
+    problems, formulas, containers = check_html.dom_problems(raw)
+    assert (formulas, containers) == (1, 0) and "1 of 1 formulas not typeset" in problems[0]
+    assert "\\pm" in problems[1] and "code" not in problems[1]
+    errors = typeset.replace(">x<", "><mjx-merror>bad</mjx-merror><")
+    assert "TeX errors" in check_html.dom_problems(errors)[0][0]

@@ -71,7 +71,8 @@ def test_stamper_follows_the_config(tmp_path):
 
 
 def test_stamper_collapses_the_install_cell_keeping_its_other_options():
-    chapter = "```{code-cell} ipython3\n---\nmystnb:\n  a: 1\ntags: [remove-output]\n---\n# bbt_mini install cell\nx\n```\n"
+    chapter = ("```{code-cell} ipython3\n---\nmystnb:\n  a: 1\ntags: [remove-output]\n---\n"
+               "# bbt_mini install cell\nx\n```\n")
     stamped = stamp_install.stamp(chapter, CELL)
     options = yaml.safe_load(stamped.split("---\n")[1])
     assert options == {"mystnb": {"a": 1}, "tags": ["remove-output", "hide-input"]}
