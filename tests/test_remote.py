@@ -33,7 +33,8 @@ def tiny_causal(tmp_path_factory):
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                  num_key_value_heads=1, intermediate_size=64, pad_token_id=1, bos_token_id=0,
-                                 eos_token_id=2, max_position_embeddings=64)).save_pretrained(folder)
+                                 eos_token_id=2, max_position_embeddings=64,
+                                 initializer_range=0.5)).save_pretrained(folder)  # peaked outputs: weights show
     core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     core.normalizer = None
@@ -54,6 +55,7 @@ class Stub:
         self.raw = False  # raw log-probabilities (not renormalised over the allowed tokens)
         self.drop = None  # a token id left out of every answer
         self.other_tokenizer = False
+        self.model = None  # a real causal LM to score with (the fingerprint's tests) instead of the mean rule
         self.requests = 0
         self.bytes_in = 0
         self.sizes = []  # sequences per completions request
@@ -72,7 +74,12 @@ class Stub:
                 return 400, {"error": {"message": f"prompt_embeds hidden size {seq.shape[-1]} != "
                                                   f"{self.table.shape[1]}"}}
             self.seen.append(seq)
-            logits = seq.mean(0) @ self.table[allowed].T
+            if self.model is not None:
+                with torch.inference_mode():
+                    dtype = next(self.model.parameters()).dtype
+                    logits = self.model(inputs_embeds=seq[None].to(dtype)).logits[0, -1, allowed].float()
+            else:
+                logits = seq.mean(0) @ self.table[allowed].T
             logp = torch.log_softmax(logits, -1) - (1.0 if self.raw else 0.0)
             top = {f"token_id:{t}": float(v) for t, v in zip(allowed, logp) if t != self.drop}
             choices.append({"index": j, "text": "", "logprobs": {"top_logprobs": [top]}})
@@ -137,10 +144,20 @@ def stub(tiny_causal):
     server.server_close()
 
 
+def stub_fingerprint(stub, tokenizer):
+    """The stub's own fingerprint (its mean rule's canary answer), as a provider would publish it."""
+    from bbt_mini.remote import canary_ids, canary_sequences
+
+    ids = canary_ids(tokenizer)
+    rows = [torch.log_softmax(seq.mean(0) @ stub.table[ids].T, -1).tolist()
+            for seq in canary_sequences(tokenizer, stub.table)]
+    return {"token_ids": ids, "logprobs": rows}
+
+
 def _service(stub, tiny_causal, **kw):
     from bbt_mini.remote import RemoteService
 
-    kw = {"retries": 1, "backoff": 0.01, "timeout": 5.0, **kw}
+    kw = {"retries": 1, "backoff": 0.01, "timeout": 5.0, "fingerprint": stub_fingerprint(stub, stub.tokenizer), **kw}
     return RemoteService(stub.url, LABELS, model=tiny_causal, **kw)
 
 
@@ -165,14 +182,14 @@ def test_remote_scores_are_the_label_log_softmax_of_the_sequences_sent_in_chunks
             seq = torch.cat([table[tokens[:1]], torch.from_numpy(prompts[c]), table[tokens[1:]]])
             expected = torch.log_softmax(seq.mean(0) @ table[ids[0]].T, -1).numpy()
             np.testing.assert_allclose(r.logits[c, i], expected, atol=1e-5)
-    # 12 sequences in chunks of 5, after the one-sequence probe; two in flight arrive in either order
-    assert stub.sizes[0] == 1 and sorted(stub.sizes[1:]) == [2, 5, 5]
+    # 12 sequences in chunks of 5, after the canary; two in flight arrive in either order
+    assert stub.sizes[0] == 2 and sorted(stub.sizes[1:]) == [2, 5, 5]  # the canary's two sequences first
     from bbt_mini.blackbox import cross_entropy
 
     np.testing.assert_allclose(r.loss, cross_entropy(r.logits, batch.labels), rtol=1e-6)
     m = service.meter
     assert (m.calls, m.examples) == (3, 12)
-    assert m.requests == stub.requests == 2 + 1 + 3  # models, tokenize, probe, three chunks
+    assert m.requests == stub.requests == 2 + 1 + 3  # models, tokenize, canary, three chunks
     assert m.bytes_up > stub.bytes_in > 12 * 32 * 4  # bodies plus request lines and headers
 
 
@@ -272,6 +289,73 @@ def test_server_with_another_hidden_size_is_refused(stub, tiny_causal):
         service.check_server()
 
 
+@pytest.fixture
+def other_weights(tiny_causal):
+    """The tiny model's architecture, tokenizer and hidden size, re-initialised: other weights."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    torch.manual_seed(123)
+    return LlamaForCausalLM(AutoConfig.from_pretrained(tiny_causal)).eval()
+
+
+def test_fingerprint_computed_in_process_accepts_the_same_weights_and_refuses_other_weights(
+        stub, tiny_causal, other_weights, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from bbt_mini.remote import ServiceError
+
+    monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
+    stub.model = AutoModelForCausalLM.from_pretrained(tiny_causal, dtype=torch.float32).eval()
+    same = _service(stub, tiny_causal, fingerprint="auto")
+    same.check_server()
+    assert same.fingerprint_gap < 1e-4
+    assert len(list((tmp_path / "fingerprints").glob("*.json"))) == 1  # computed once, then read back
+    stub.model = other_weights  # same tokenizer, same hidden size: passes every other check
+    other = _service(stub, tiny_causal, fingerprint="auto")
+    with pytest.raises(ServiceError, match=r"canary request differs.*by \d+\.\d+.*other weights.*refused"):
+        other.check_server()
+
+
+def test_fingerprint_tolerance_admits_a_bfloat16_server_of_the_same_weights(stub, tiny_causal, tmp_path,
+                                                                            monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
+    stub.model = AutoModelForCausalLM.from_pretrained(tiny_causal, dtype=torch.bfloat16).eval()
+    service = _service(stub, tiny_causal, fingerprint="auto", wire_dtype="bfloat16")
+    service.check_server()
+    assert 0 < service.fingerprint_gap < 0.3
+
+
+def test_published_fingerprint_is_used_before_computing_one(stub, tiny_causal, tmp_path):
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from bbt_mini.remote import FINGERPRINT_FILE, ServiceError, model_fingerprint, publish_fingerprint
+
+    folder = tmp_path / "published"
+    shutil.copytree(tiny_causal, folder)
+    stub.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    published = publish_fingerprint(folder)
+    assert model_fingerprint(folder) == json.loads(published.read_text())
+    _service(stub, folder, fingerprint="auto").check_server()
+    wrong = json.loads(published.read_text())
+    wrong["logprobs"][0][0] += 1.0
+    (folder / FINGERPRINT_FILE).write_text(json.dumps(wrong))
+    with pytest.raises(ServiceError, match="differs from .*fingerprint by 1.0"):
+        _service(stub, folder, fingerprint="auto").check_server()
+
+
+def test_without_a_fingerprint_other_weights_pass_with_a_warning_saying_what_was_checked(stub, tiny_causal,
+                                                                                        other_weights):
+    stub.model = other_weights
+    service = _service(stub, tiny_causal, fingerprint=None)
+    with pytest.warns(UserWarning, match="only the server's model name, tokenizer and hidden size were checked"):
+        service.check_server()
+    assert service.fingerprint_gap is None
+
+
 def test_deep_prompts_and_hidden_states_are_refused(stub, tiny_causal):
     from bbt_mini.remote import ServiceError
 
@@ -305,12 +389,17 @@ def test_bbt_runs_unchanged_through_the_remote_service(stub, tiny_causal):
     assert service.meter.bytes_up > 16 * 4 * 2 * 32 * 2  # every call's embedded sequences went on the wire
 
 
-def test_service_url_builds_a_remote_service_with_the_key_and_the_servers_dtype(stub, tiny_causal, monkeypatch):
+def test_service_url_builds_a_remote_service_with_the_key_and_the_servers_dtype(stub, tiny_causal, monkeypatch,
+                                                                                 tmp_path):
+    from transformers import AutoModelForCausalLM
+
     from bbt_mini.experiment import prepare
     from bbt_mini.remote import RemoteService
 
     stub.key = "k"
+    stub.model = AutoModelForCausalLM.from_pretrained(tiny_causal, dtype=torch.float32).eval()  # the fingerprint's
     monkeypatch.setenv("BBT_API_KEY", "k")
+    monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
     setup = prepare("rotten_tomatoes", str(tiny_causal), seed=1, profile="ci", k=2, test_size=4, service=stub.url,
                     dtype="bf16")
     service = setup.service

@@ -9,7 +9,8 @@ server in the middle of a second run, checks the error, restarts the server and 
 Tolerances: the server runs ``bbt_mini.server.default_dtype()`` (float32 on a CPU): its
 label-word log-probabilities must match the in-process float32 model within 2e-3; a bfloat16
 server (a GPU) within 0.15 (bf16 keeps 8 bits of mantissa: about 0.4 % per number, ~0.05
-measured on a log-probability of -2.6, and up to 0.06 on one of -7.9).
+measured on a log-probability of -2.6, and up to 0.06 on one of -7.9). The same bounds hold
+for the server's answer to the weights' canary request against the model's fingerprint.
 """
 import json
 import os
@@ -24,7 +25,7 @@ PORT = 8012
 KEY = "bbt-vllm-test"
 URL = f"http://127.0.0.1:{PORT}/v1"
 START_S = float(os.environ.get("BBT_VLLM_START_S", 600))  # the server's start, bounded (~3 min measured here)
-TOLERANCE = {"float32": 2e-3, "bfloat16": 0.15}
+TOLERANCE = {"float32": 2e-3, "bfloat16": 0.15, "float16": 0.15}  # float16: a T4, finer than bf16
 
 
 class Server:
@@ -82,7 +83,9 @@ def test_vllm_label_word_scores_match_the_in_process_model(vllm, smol):
     gap = np.abs(theirs.logits - ours_logp).max()
     assert gap < TOLERANCE[remote.dtype], f"label-word log-probabilities differ by {gap:.4f}"
     np.testing.assert_allclose(theirs.loss, ours.loss, atol=TOLERANCE[remote.dtype])
-    assert remote.meter.calls == 3 and remote.meter.requests >= 4  # models, tokenize, probe, completions
+    assert remote.meter.calls == 3 and remote.meter.requests >= 4  # models, tokenize, canary, completions
+    # the canary's answer against the fingerprint computed in-process from the same weights
+    assert remote.fingerprint_gap is not None and remote.fingerprint_gap < TOLERANCE[remote.dtype]
 
 
 def test_vllm_refuses_a_wrong_api_key_clearly(vllm):

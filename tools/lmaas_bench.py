@@ -7,6 +7,14 @@ Same candidates, same examples, both services: calls per second, the label words
 log-probabilities' agreement (max and mean gap, same argmax), bytes per call on the wire
 (z alone, the soft prompt alone, the embedded sequences vLLM takes: measured HTTP bytes),
 and seconds per BBT run (a profile's budget, same seed) with both runs' test accuracy.
+
+``--batching`` measures instead whether the server's batching pays: calls per second for
+several (sequences per request, requests in flight) settings, from one sequence at a time to
+everything at once, with the tokens vLLM's engine put into each step (its ``/metrics``:
+``vllm:iteration_tokens_total``) and the most requests it ran at once; and the in-process
+black box's calls per second one sequence at a time and all at once (the same question without
+a server). ``--start`` starts the server itself (``--server-args`` passes vLLM flags, e.g.
+``"--max-num-seqs 256 --max-num-batched-tokens 8192"``) and stops it at the end.
 """
 from __future__ import annotations
 
@@ -32,6 +40,89 @@ def call_rate(service, prompts, batch, repeats: int) -> tuple[float, object]:
     return len(prompts) / best, response
 
 
+class Metrics:
+    """vLLM's Prometheus counters (``/metrics``, beside ``/v1``), polled in a thread while requests run."""
+
+    def __init__(self, url: str, api_key: str | None):
+        import threading
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(url)
+        self.url = urllib.parse.urlunsplit(parts._replace(path="/metrics"))
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.running_max = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def read(self) -> dict:
+        import urllib.request
+
+        values = {}
+        with urllib.request.urlopen(urllib.request.Request(self.url, headers=self.headers), timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(("vllm:num_requests_running", "vllm:iteration_tokens_total_sum",
+                                    "vllm:iteration_tokens_total_count")):
+                    name, value = line.split("{")[0], float(line.rsplit(" ", 1)[1])
+                    values[name] = values.get(name, 0.0) + value
+        return values
+
+    def _poll(self):
+        while not self._stop.wait(0.05):
+            try:
+                self.running_max = max(self.running_max, self.read().get("vllm:num_requests_running", 0.0))
+            except OSError:
+                pass
+
+    def __enter__(self):
+        self.before = self.read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        after = self.read()
+        steps = after["vllm:iteration_tokens_total_count"] - self.before["vllm:iteration_tokens_total_count"]
+        tokens = after["vllm:iteration_tokens_total_sum"] - self.before["vllm:iteration_tokens_total_sum"]
+        self.steps, self.tokens_per_step = steps, tokens / max(steps, 1)
+
+
+def one_example(batch, i: int):
+    """Example ``i`` of ``batch`` alone."""
+    import dataclasses
+
+    return dataclasses.replace(batch, labels=batch.labels[i:i + 1], pieces=[batch.pieces[i]],
+                               readout=batch.readout[i:i + 1], _cache={},
+                               before=None if batch.before is None else [batch.before[i]])
+
+
+def batching(args, remote, setup, local, local_batch, prompts) -> dict:
+    """Calls per second for each (per_request, in_flight), vLLM's tokens per engine step, and in-process
+    one sequence at a time vs all at once."""
+    n, B = len(prompts), len(setup.test)
+    grid = [(1, 1), (B, 1), (n * B // 2, 1), (n * B, 1), (B, 2), (B, 4), (1, 8), (n * B // 4, 4)]
+    rows = []
+    for per_request, in_flight in grid:
+        remote.per_request, remote.in_flight = per_request, in_flight
+        remote(prompts[:1], setup.test)  # warm
+        with Metrics(args.service, args.api_key) as m:
+            rate, _ = call_rate(remote, prompts, setup.test, args.repeats)
+        rows.append({"per_request": per_request, "in_flight": in_flight, "calls_per_s": rate,
+                     "sequences_per_s": rate * B, "engine_steps": m.steps / args.repeats,
+                     "tokens_per_step": m.tokens_per_step, "most_running": m.running_max})
+        print(json.dumps(rows[-1]), flush=True)
+    one = np.inf
+    for _ in range(args.repeats):  # in-process, one sequence per forward
+        t0 = time.perf_counter()
+        for c in range(n):
+            for i in range(B):
+                local(prompts[c:c + 1], one_example(local_batch, i))
+        one = min(one, time.perf_counter() - t0)
+    together, _ = call_rate(local, prompts, local_batch, args.repeats)
+    return {"grid": rows, "in_process": {"one_sequence_per_forward_calls_per_s": n / one,
+                                         "all_at_once_calls_per_s": together}}
+
+
 def label_logp(logits: np.ndarray) -> np.ndarray:
     return logits - np.logaddexp.reduce(logits, -1, keepdims=True)
 
@@ -48,9 +139,29 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", default="ci", help="the BBT runs' profile")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-runs", action="store_true", help="skip the two BBT runs")
+    parser.add_argument("--batching", action="store_true", help="measure the server's batching instead")
+    parser.add_argument("--start", action="store_true", help="start the server (bbt_mini.server) and stop it")
+    parser.add_argument("--server-args", default="", help="more vLLM flags for --start")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
+    if args.start:
+        import urllib.parse
 
+        from bbt_mini import server
+
+        port = urllib.parse.urlsplit(args.service).port or server.DEFAULT_PORT
+        log = Path(args.out or "lmaas").with_suffix(".server.log")
+        t0 = time.perf_counter()
+        proc = server.start(port=port, api_key=args.api_key, log=log, extra=tuple(args.server_args.split()))
+        print(f"server up in {time.perf_counter() - t0:.0f} s (log: {log})", file=sys.stderr, flush=True)
+        try:
+            return measure(args)
+        finally:
+            server.stop(proc)
+    return measure(args)
+
+
+def measure(args) -> dict:
     import torch
 
     from bbt_mini.bbt import run_bbt
@@ -74,7 +185,11 @@ def main(argv=None) -> dict:
     prompts = (p0[None] + rng.normal(0, 0.02, (args.candidates, L, H))).astype(np.float32)
 
     out = {"service": args.service, "server_dtype": remote.dtype, "candidates": args.candidates,
-           "examples": args.examples, "L": L, "hidden": H, "d": d}
+           "examples": args.examples, "L": L, "hidden": H, "d": d, "server_args": args.server_args,
+           "fingerprint_gap": remote.fingerprint_gap}
+    if args.batching:
+        out["batching"] = batching(args, remote, remote_setup, local_setup.service, local_setup.test, prompts)
+        return finish(out, args)
     rate_local, r_local = call_rate(local, prompts, local_setup.test, args.repeats)
     before = remote.meter.snapshot()
     rate_remote, r_remote = call_rate(remote, prompts, remote_setup.test, args.repeats)
@@ -114,6 +229,10 @@ def main(argv=None) -> dict:
                           "http_bytes_up": r["meter"]["bytes_up"], "requests": r["meter"]["requests"]}
         runs["ratio_seconds"] = runs["vllm"]["seconds"] / runs["in_process"]["seconds"]
         out["bbt_run"] = {"profile": args.profile, "seed": args.seed, **runs}
+    return finish(out, args)
+
+
+def finish(out: dict, args) -> dict:
     text = json.dumps(out, indent=2, default=float)
     print(text)
     if args.out:
