@@ -79,10 +79,11 @@ def layer_seed(seed: int, layer: int) -> int:
 
 
 class LayerByLayer:
-    """BBTv2's search: one optimiser per layer; each generation moves one layer's ``z_l``, the others fixed.
+    """BBTv2's search: one optimiser per layer; a generation moves one layer's ``z_l``.
 
-    Layers take turns from the bottom up. After its generation a layer's prompt is fixed at
-    the best ``z_l`` its optimiser has seen (``fixed``), and the next layer's turn begins.
+    The other layers' prompts stay fixed. Layers take turns from the bottom up. After
+    its generation a layer's prompt is fixed at the best ``z_l`` its optimiser has seen
+    (``fixed``), and the next layer's turn begins.
     """
 
     def __init__(self, As: list, p0: np.ndarray, optimizers: list[Optimizer]):
@@ -91,14 +92,16 @@ class LayerByLayer:
         self.layer = 0  # the layer whose turn it is
         self.z_best = np.zeros((layers, d))  # each layer's best z so far
         self.f_best = np.full(layers, np.inf)  # and its training loss
-        self.fixed = np.stack([self.layer_prompt(self.z_best[i:i + 1], i)[0] for i in range(layers)]).astype(np.float32)
+        self.fixed = np.stack([self.layer_prompt(self.z_best[i:i + 1], i)[0]
+                               for i in range(layers)]).astype(np.float32)
 
     def layer_prompt(self, Z: np.ndarray, at: int) -> np.ndarray:
-        """Layer ``at``'s prompts for vectors ``Z`` (n, d): ``A_l z_l`` (+ ``p0`` at layer 0)."""
-        return (Z @ self.As[at].T).reshape(len(Z), *self.p0.shape) + (self.p0 if at == 0 else 0)
+        """Layer ``at``'s prompts for ``Z`` (n, d): ``A_l z_l`` (+ ``p0`` at layer 0)"""
+        AZ = (Z @ self.As[at].T).reshape(len(Z), *self.p0.shape)
+        return AZ + (self.p0 if at == 0 else 0)
 
     def ask(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(n, layers, L, H): the fixed prompts everywhere, candidates at the current layer."""
+        """(n, layers, L, H): the fixed prompts, candidates at the current layer."""
         Z = self.optimizers[self.layer].ask()[:n]
         prompts = np.repeat(self.fixed[None], len(Z), 0)
         prompts[:, self.layer] = self.layer_prompt(Z, self.layer)
@@ -106,7 +109,8 @@ class LayerByLayer:
 
     def tell(self, Z: np.ndarray, prompts: np.ndarray, losses: np.ndarray) -> dict:
         layer = self.layer
-        if len(Z) == self.optimizers[layer].popsize:  # a last, partial generation only spends the budget
+        # a last, partial generation only spends the budget
+        if len(Z) == self.optimizers[layer].popsize:
             self.optimizers[layer].tell(Z, losses)
         i = int(np.argmin(losses))
         if losses[i] < self.f_best[layer]:
@@ -116,13 +120,15 @@ class LayerByLayer:
         return {"layer": layer}
 
     def state(self) -> dict:
-        """The fixed prompts are saved as they are, not recomputed from ``z_best`` on resume."""
-        return {"optimizers": [o.state() for o in self.optimizers], "z_best": self.z_best.copy(),
-                "f_best": self.f_best.copy(), "fixed": self.fixed.copy(), "layer": self.layer}
+        """The fixed prompts are saved as they are (not recomputed from ``z_best``)."""
+        return {"optimizers": [o.state() for o in self.optimizers],
+                "z_best": self.z_best.copy(), "f_best": self.f_best.copy(),
+                "fixed": self.fixed.copy(), "layer": self.layer}
 
     def load(self, state: dict) -> None:
         self.optimizers = [restore(s) for s in state["optimizers"]]
-        self.z_best, self.f_best, self.fixed = state["z_best"], state["f_best"], state["fixed"]
+        self.z_best, self.f_best = state["z_best"], state["f_best"]
+        self.fixed = state["fixed"]
         self.layer = state["layer"]
 
 

@@ -66,10 +66,11 @@ class OnePlusOneES:
         return self.x + self.sigma * self.rng.standard_normal((1, len(self.x)))
 
     def tell(self, Y: np.ndarray, f: np.ndarray) -> None:
-        """Keep the child if it is no worse, and apply the 1/5th success rule to ``sigma``."""
+        """Keep the child if it is no worse; the 1/5th success rule moves ``sigma``."""
         Y, f = np.asarray(Y, dtype=float), np.asarray(f, dtype=float)
         if Y.shape != (1, len(self.x)) or f.shape != (1,):
-            raise ValueError(f"tell needs Y of shape {(1, len(self.x))} and f of shape (1,)")
+            raise ValueError(
+                f"tell needs Y of shape {(1, len(self.x))} and f of shape (1,)")
         self.counteval += 1
         success = f[0] <= self.fbest
         if success:
@@ -127,11 +128,12 @@ class CMAES:
         return self.xmean + self.sigma * (y * self.D) @ self.B.T
 
     def tell(self, X: np.ndarray, f: np.ndarray) -> None:
-        """Update the distribution from candidates ``X`` and their losses ``f`` (lower is better)."""
+        """Update the distribution from candidates ``X``, losses ``f`` (lower wins)."""
         par, N = self.params, len(self.xmean)
         X, f = np.asarray(X, dtype=float), np.asarray(f, dtype=float)
         if X.shape != (par.lam, N) or f.shape != (par.lam,):
-            raise ValueError(f"tell needs X of shape {(par.lam, N)} and f of shape {(par.lam,)}")
+            raise ValueError(
+                f"tell needs X of shape {(par.lam, N)} and f of shape {(par.lam,)}")
         self.counteval += len(f)
         order = np.argsort(f)
         if f[order[0]] < self.fbest:
@@ -145,19 +147,25 @@ class CMAES:
 
         # 2. Evolution paths: cumulate the mean's steps over generations.
         invsqrtC_y = self.B @ ((self.B.T @ ymean) / self.D)  # C^(-1/2) ymean
-        self.ps = (1 - par.cs) * self.ps + math.sqrt(par.cs * (2 - par.cs) * par.mueff) * invsqrtC_y
+        self.ps = ((1 - par.cs) * self.ps
+                   + math.sqrt(par.cs * (2 - par.cs) * par.mueff) * invsqrtC_y)
         generations = self.counteval / par.lam
-        hsig = (np.linalg.norm(self.ps) / math.sqrt(1 - (1 - par.cs) ** (2 * generations))
-                / par.chiN < 1.4 + 2 / (N + 1))  # stall pc when ps is long (sigma about to grow)
-        self.pc = (1 - par.cc) * self.pc + hsig * math.sqrt(par.cc * (2 - par.cc) * par.mueff) * ymean
+        # stall pc when ps is long (sigma about to grow)
+        decay = (1 - par.cs) ** (2 * generations)
+        hsig = (np.linalg.norm(self.ps) / math.sqrt(1 - decay) / par.chiN
+                < 1.4 + 2 / (N + 1))
+        self.pc = ((1 - par.cc) * self.pc
+                   + hsig * math.sqrt(par.cc * (2 - par.cc) * par.mueff) * ymean)
 
-        # 3. Covariance: rank-one update (from pc) plus rank-mu update (from this generation).
-        c1a = par.c1 * (1 - (1 - hsig**2) * par.cc * (2 - par.cc))  # make up for a stalled pc
+        # 3. Covariance: rank-one update (from pc) plus rank-mu update (this generation)
+        c1a = par.c1 * (1 - (1 - hsig**2) * par.cc * (2 - par.cc))  # for a stalled pc
         rank_mu = (steps * par.weights[:, None]).T @ steps
-        self.C = (1 - c1a - par.cmu) * self.C + par.c1 * np.outer(self.pc, self.pc) + par.cmu * rank_mu
+        self.C = ((1 - c1a - par.cmu) * self.C + par.c1 * np.outer(self.pc, self.pc)
+                  + par.cmu * rank_mu)
 
         # 4. Step size: grow if ps is longer than a random walk's, shrink if shorter.
-        self.sigma *= math.exp(min(1.0, (par.cs / par.damps) * (np.linalg.norm(self.ps) / par.chiN - 1)))
+        growth = (par.cs / par.damps) * (np.linalg.norm(self.ps) / par.chiN - 1)
+        self.sigma *= math.exp(min(1.0, growth))
 
     def _update_eigensystem(self) -> None:
         """Recompute ``B`` and ``D`` from ``C``, lazily (every ~N/(10 (c1+cmu)) evaluations)."""

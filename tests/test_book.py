@@ -4,6 +4,8 @@ from pathlib import Path
 import jupytext
 import nbformat
 import numpy as np
+import re
+
 import pytest
 import yaml
 
@@ -79,7 +81,8 @@ def test_glue_outside_a_book_build_does_nothing(monkeypatch):
 def test_each_chapter_prints_its_expected_time_and_sizes_by_pick(md):
     code = [c.source for c in jupytext.read(md).cells if c.cell_type == "code"]
     top = code[1]  # the cell after the install cell: imports, profile, plan
-    assert f'Plan(profile, chapter="{md.stem}")' in top and "print(plan.report())" in top, \
+    plan = re.search(rf'Plan\(profile,( model=MODEL,)? chapter="{md.stem}"(, model=MODEL)?\)', top)
+    assert plan and "print(plan.report())" in top, \
         f"{md.name}: the cell after the imports must price the chapter's runs for this device"
     body = "\n".join(code)
     assert 'profile.name ==' not in body, f"{md.name}: choose sizes with profile.pick(...), one value per profile"
