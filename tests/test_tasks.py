@@ -115,11 +115,11 @@ def test_a_csv_registered_again_after_an_edit_is_read_afresh(tmp_path):
 
 
 def test_bbc_pairs_are_balanced_and_the_same_on_every_load():
-    from bbt_mini.tasks import _bbc_pairs
+    from bbt_mini.tasks import PAIR_WORDS, _bbc_pairs
 
     task = get_task("bbc_pairs")
     pool = task.loader()["pool"]
-    assert pool == _bbc_pairs(40)()["pool"]  # a fresh loader builds the very same pairs
+    assert pool == _bbc_pairs(PAIR_WORDS)()["pool"]  # a fresh loader builds the very same pairs
     labels = [ex["label"] for ex in pool]
     assert labels.count(0) == labels.count(1) > 400
     data = load_data(task)
@@ -142,10 +142,13 @@ def test_bbc_pairs_negatives_pair_two_articles_of_one_topic_and_positives_one():
 
 
 def test_no_bbc_article_is_in_both_the_training_and_the_test_pool():
+    from bbt_mini.tasks import PAIR_WORDS
+
     data = load_data(get_task("bbc_pairs"))
     train = [i for ex in data["train"] for i in ex["articles"]]
     test = [i for ex in data["test"] for i in ex["articles"]]
     assert len(set(train)) == len(train) and len(set(test)) == len(test)  # each article in one example
     assert not set(train) & set(test)
     paragraphs = [{ex["text2"] for ex in part} for part in (data["train"], data["test"])]
+    assert max(len(p.split()) for p in paragraphs[0] | paragraphs[1]) <= PAIR_WORDS
     assert not paragraphs[0] & paragraphs[1]
