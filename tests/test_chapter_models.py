@@ -39,7 +39,7 @@ def test_chapter_4_runs_with_a_masked_lm_named_in_bbt_model(tmp_path, monkeypatc
         for o in cell.get("outputs", []):
             meta = o.get("metadata", {}).get("scrapbook", {})
             if meta.get("name"):
-                glued[meta["name"]] = o.get("data", {}).get("text/plain", "")
+                glued[meta["name"]] = next(v for k, v in o.get("data", {}).items() if k.endswith("text/plain"))
     assert "post-norm" in glued["resid_verdict"] or "rounding" in glued["resid_verdict"]
     assert str(folder) in glued["model_layers"]  # every run named the chosen model
     assert {"bbc_pairs_v1_vs_manual", "bbc_pairs_v2_vs_v1", "pairs_gain_vs_rt", "pairs_weak"} <= set(glued)
