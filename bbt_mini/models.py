@@ -244,7 +244,9 @@ def load_model(name: str = "smollm2", device=None, dtype=None) -> LanguageModel:
 
 TINY_VOCAB = ("<s> <pad> </s> <unk> <mask> . , ! ? a an the it was is this that movie film story plot acting "
               "good great bad awful terrible fine dull fun boring not very really and but of to in news sports "
-              "business world tech yes no maybe negative positive").split()
+              "business world tech yes no maybe negative positive "
+              # capitalised label words of the masked templates (BBC News, pair tasks), appended
+              "Business Entertainment Politics Sports Tech Yes No").split()
 
 
 def word_tokenizer(kind: str = "masked"):

