@@ -4,7 +4,6 @@ from pathlib import Path
 import jupytext
 import nbformat
 import numpy as np
-import re
 
 import pytest
 import yaml
