@@ -23,16 +23,12 @@ from .blackbox import LOSSES, BlackBox
 from .experiment import Setup
 from .optimizers import OPTIMIZERS, Optimizer, make_optimizer, restore
 from .profiles import Profile
-from .projection import P0_FORMS, SAMPLERS, Projection, build_p0, check_p0, make_A
+from .projection import P0_FIRST_TOKEN, P0_FORMS, SAMPLERS, Projection, build_p0, check_p0, make_A
 from .results import to_json, versions  # noqa: F401  (re-exported: bbt_mini.bbt.to_json, .versions)
 from .tuning import Run, tune  # noqa: F401  (Run re-exported for chapter 2)
 
 LOSS_NAMES = tuple(sorted(LOSSES))
 P0S = P0_FORMS  # the open forms (words:<text>, file:<path>) are checked by check_p0
-# p0 = the word embeddings of L real tokens, ids P0_FIRST_TOKEN.. (the authors' code): ordinary
-# vocabulary entries, past the special tokens at the start of every vocabulary, so p0 has the
-# scale of real words. Every model the book uses has more than 1,000 + L tokens.
-P0_FIRST_TOKEN = 1000
 
 
 def setting(default, help: str, choices: tuple | None = None):

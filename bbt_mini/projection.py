@@ -40,10 +40,14 @@ import numpy as np
 
 SAMPLERS = ("uniform", "normal", "normal-v1", "uniform-matched")
 P0_FORMS = ("tokens", "zeros", "random-tokens", "words:<text>", "file:<path.npy>")
+# p0 = the word embeddings of L real tokens, ids P0_FIRST_TOKEN.. (the authors' code): ordinary
+# vocabulary entries, past the special tokens at the start of every vocabulary, so p0 has the
+# scale of real words. Every model the book uses has more than 1,000 + L tokens.
+P0_FIRST_TOKEN = 1000
 # random-tokens draws from ids RANDOM_P0_LOW .. vocab_size - 1, the range whose first L ids the
 # authors' default takes: past the special, byte and placeholder tokens that open the
 # vocabularies (BERT's ids 1..998 are [unused] placeholders and [CLS], [SEP], [MASK]).
-RANDOM_P0_LOW = 1000
+RANDOM_P0_LOW = P0_FIRST_TOKEN
 
 
 def uniform_A(D: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -157,7 +161,7 @@ def load_p0(path: str | Path, L: int, hidden: int) -> np.ndarray:
     return p0
 
 
-def p0_token_ids(spec: str, service, L: int, seed: int | None = None, first: int = 1000) -> list[int] | None:
+def p0_token_ids(spec: str, service, L: int, seed: int | None = None, first: int = P0_FIRST_TOKEN) -> list[int] | None:
     """The token ids a token-made ``p0`` consists of (None for ``zeros`` and ``file:``)."""
     check_p0(spec)
     vocab = service.vocab_size
@@ -176,7 +180,7 @@ def p0_token_ids(spec: str, service, L: int, seed: int | None = None, first: int
     return ids
 
 
-def build_p0(spec: str, service, L: int, seed: int | None = None, first: int = 1000) -> np.ndarray:
+def build_p0(spec: str, service, L: int, seed: int | None = None, first: int = P0_FIRST_TOKEN) -> np.ndarray:
     """BBT's starting point ``p0`` (``(L, hidden)``, float32) from one of :data:`P0_FORMS`.
 
     ``service``: the black box (its ``vocab_size``, ``hidden_size``, ``token_ids`` and
