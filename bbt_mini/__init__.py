@@ -2,17 +2,18 @@
 
 Modules, in the order the book introduces them:
 
-* :mod:`bbt_mini.models`: load the frozen model (offline default: SmolLM2-135M);
-* :mod:`bbt_mini.tasks`: tasks, templates, label words, k-shot splits;
-* :mod:`bbt_mini.blackbox`: the model as a metered service (LMaaS), built on :mod:`bbt_mini.encoding`,
-  :mod:`bbt_mini.forward` and :mod:`bbt_mini.metrics`; :mod:`bbt_mini.whitebox` opens it on purpose;
-* :mod:`bbt_mini.projection`: ``p = A z + p0`` and the samplers for ``A``;
-* :mod:`bbt_mini.cmaes` and :mod:`bbt_mini.optimizers`: CMA-ES and friends;
-* :mod:`bbt_mini.bbt` and :mod:`bbt_mini.bbtv2`: the two methods (their searches);
-* :mod:`bbt_mini.tuning`: the one loop both share (ask, evaluate, tell, dev check, checkpoint);
-* :mod:`bbt_mini.results`: what a run records (one schema for every method, JSON);
-* :mod:`bbt_mini.baselines`, :mod:`bbt_mini.cost`: what the methods are measured against;
-* :mod:`bbt_mini.profiles`: the experiment sizes (ci, small, colab, full) and the method configs.
+* :mod:`bbt_mini.lm.models`: load the frozen model (offline default: SmolLM2-135M);
+* :mod:`bbt_mini.data.tasks`: tasks, templates, label words, k-shot splits;
+* :mod:`bbt_mini.service.blackbox`: the model as a metered service (LMaaS), built on
+  :mod:`bbt_mini.lm.encoding`, :mod:`bbt_mini.service.forward` and :mod:`bbt_mini.core.metrics`;
+  :mod:`bbt_mini.service.whitebox` opens it on purpose;
+* :mod:`bbt_mini.core.projection`: ``p = A z + p0`` and the samplers for ``A``;
+* :mod:`bbt_mini.core.cmaes` and :mod:`bbt_mini.core.optimizers`: CMA-ES and friends;
+* :mod:`bbt_mini.methods.bbt` and :mod:`bbt_mini.methods.bbtv2`: the two methods (their searches);
+* :mod:`bbt_mini.methods.tuning`: the one loop both share (ask, evaluate, tell, dev check, checkpoint);
+* :mod:`bbt_mini.core.results`: what a run records (one schema for every method, JSON);
+* :mod:`bbt_mini.methods.baselines`, :mod:`bbt_mini.core.cost`: what the methods are measured against;
+* :mod:`bbt_mini.core.profiles`: the experiment sizes (ci, small, colab, full) and the method configs.
 
 Nothing is downloaded or seeded at import time.
 """

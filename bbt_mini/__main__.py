@@ -1,6 +1,6 @@
 """Command line: ``python -m bbt_mini run --task rotten_tomatoes --method bbt --seed 1 --out r.json``.
 
-``python -m bbt_mini tasks`` lists the tasks; ``python -m bbt_mini.bench`` times the black box.
+``python -m bbt_mini tasks`` lists the tasks; ``python -m bbt_mini.run.bench`` times the black box.
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-from .bbt import BBTConfig, settings
-from .experiment import PLACEMENTS
-from .profiles import DTYPES, PROFILES
-from .results import to_json
-from .runs import CONFIG_FIELDS, METHODS
+from .methods.bbt import BBTConfig, settings
+from .methods.experiment import PLACEMENTS
+from .core.profiles import DTYPES, PROFILES
+from .core.results import to_json
+from .run.runs import CONFIG_FIELDS, METHODS
 
 
 def parse_labels(text: str) -> dict:
@@ -38,7 +38,7 @@ def parse_labels(text: str) -> dict:
 
 
 def config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per field of :class:`bbt_mini.bbt.BBTConfig`: its name, type, help and choices come from there."""
+    """One flag per field of :class:`bbt_mini.methods.bbt.BBTConfig`: name, type, help and choices come from there."""
     group = parser.add_argument_group("BBT and BBTv2 settings (default: the profile's, then the papers')")
     for name, kind, help, choices in settings(BBTConfig):
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=choices, help=help)
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve(args) -> int:
-    from . import server
+    from .run import server
 
     if args.build_only:
         print(server.build())
@@ -113,9 +113,9 @@ def check_paths(args) -> None:
 
 
 def run(args) -> dict:
-    from .runs import check_options
-    from .runs import run as run_method
-    from .tasks import csv_task
+    from .run.runs import check_options
+    from .run.runs import run as run_method
+    from .data.tasks import csv_task
 
     if bool(args.task) == bool(args.csv):
         raise ValueError("give exactly one of --task or --csv")
@@ -137,7 +137,7 @@ def run(args) -> dict:
     task = args.task
     if args.csv:
         labels = parse_labels(args.labels)
-        from .models import load_model
+        from .lm.models import load_model
 
         kind = "causal" if args.service else load_model(args.model, device=args.device, dtype=args.dtype).kind
         task = csv_task(args.csv, args.template, labels, kind=kind)
@@ -148,7 +148,7 @@ def run(args) -> dict:
 
 
 def list_tasks() -> None:
-    from .tasks import TASKS
+    from .data.tasks import TASKS
 
     for name, task in TASKS.items():
         print(f"{name:16s} {task.source:8s} {len(task.classes)} classes  {task.description}")

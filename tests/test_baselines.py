@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini import baselines
-from bbt_mini.blackbox import model_behind
-from bbt_mini.experiment import prepare, texts_for
-from bbt_mini.tasks import csv_task
-from bbt_mini.whitebox import WhiteBox
+from bbt_mini.methods import baselines
+from bbt_mini.service.blackbox import model_behind
+from bbt_mini.methods.experiment import prepare, texts_for
+from bbt_mini.data.tasks import csv_task
+from bbt_mini.service.whitebox import WhiteBox
 
 
 def plain_last_logits(lm, label_ids, texts, prefix_ids=()):
@@ -142,7 +142,7 @@ def test_prompt_tuning_lowers_the_training_loss_on_the_service_forward(tiny_caus
 
 def test_prompt_tuning_reports_a_weight_that_moved(tmp_path, monkeypatch):
     """``weights_unchanged`` is a real check: a step that also nudges one weight is reported."""
-    from bbt_mini.models import load_model, tiny_random_causal_lm
+    from bbt_mini.lm.models import load_model, tiny_random_causal_lm
 
     lm = load_model(str(tiny_random_causal_lm(tmp_path, seed=3)), device="cpu", dtype=torch.float32)
     s = prepare("rotten_tomatoes", lm, seed=1, profile="ci", k=1, test_size=2)

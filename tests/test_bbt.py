@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
-from bbt_mini.bbt import P0_FIRST_TOKEN, BBTConfig, projection_for, run_bbt, to_json
-from bbt_mini.bbtv2 import LAYER_SEEDS, BBTv2Config, layer_seed, run_bbtv2
-from bbt_mini.experiment import evaluate
-from bbt_mini.paper import method_label, results_table
+from bbt_mini.methods.bbt import P0_FIRST_TOKEN, BBTConfig, projection_for, run_bbt, to_json
+from bbt_mini.methods.bbtv2 import LAYER_SEEDS, BBTv2Config, layer_seed, run_bbtv2
+from bbt_mini.methods.experiment import evaluate
+from bbt_mini.core.paper import method_label, results_table
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_bad_configs_are_refused(setup, bad, match):
 
 
 def test_config_sizes_come_from_the_profile_and_bbtv2_takes_its_own_budget():
-    from bbt_mini.profiles import PROFILES
+    from bbt_mini.core.profiles import PROFILES
 
     p = PROFILES["small"].replace(bbtv2_budget=70, sampler="uniform")
     bbt, v2 = BBTConfig.from_profile(p), BBTv2Config.from_profile(p, popsize=5)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini.bench import SHAPE_WORDS, naive_logits, random_shape_model, synthetic_batch
-from bbt_mini.blackbox import BlackBox
+from bbt_mini.run.bench import SHAPE_WORDS, naive_logits, random_shape_model, synthetic_batch
+from bbt_mini.service.blackbox import BlackBox
 
 # roberta-large's shape made small: the test is about agreement, not size
 SMALL = dict(num_hidden_layers=2, vocab_size=2000, hidden_size=64, num_attention_heads=2, intermediate_size=128)
@@ -50,7 +50,7 @@ def test_naive_and_fast_agree_on_a_masked_shape():
 def test_the_naive_way_is_timed_on_exactly_naive_calls_candidates(monkeypatch):
     # The naive time is divided by naive_calls, so exactly that many candidates must run,
     # whether naive_calls is below or above the population size.
-    import bbt_mini.bench as bench_module
+    import bbt_mini.run.bench as bench_module
 
     shape = bench_module.random_shape_model
     monkeypatch.setattr(bench_module, "random_shape_model",
@@ -72,14 +72,14 @@ def test_the_naive_way_is_timed_on_exactly_naive_calls_candidates(monkeypatch):
 
 
 def test_bench_refuses_zero_calls():
-    from bbt_mini.bench import bench
+    from bbt_mini.run.bench import bench
 
     with pytest.raises(ValueError, match="naive_calls must be at least 1"):
         bench("roberta-large-shape", naive_calls=0)
 
 
 def test_bf16_tolerance_scales_with_the_logits_and_fp32_stays_absolute():
-    from bbt_mini.bench import tolerance
+    from bbt_mini.run.bench import tolerance
 
     ref = np.array([[[-3.0, 20.0]], [[1.0, 4.0]]])
     assert tolerance(torch.float32, ref) == 1e-3

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini.blackbox import BlackBox, BudgetExhausted, model_behind
-from bbt_mini.experiment import Setup, texts_for
-from bbt_mini.models import LanguageModel
-from bbt_mini.tasks import get_task
+from bbt_mini.service.blackbox import BlackBox, BudgetExhausted, model_behind
+from bbt_mini.methods.experiment import Setup, texts_for
+from bbt_mini.lm.models import LanguageModel
+from bbt_mini.data.tasks import get_task
 
 TEXTS = ["a good film , really fun .", "dull , boring and not very good .", "fine"]
 WORDS = (" bad", " great")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bbt_mini.notebook import plain
+from bbt_mini.book.notebook import plain
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "book").glob("*/[0-9a-z]*.md"))
@@ -57,7 +57,7 @@ def test_glue_hands_myst_nb_a_plain_number_and_returns_nothing(monkeypatch):
     import sys
     import types
 
-    from bbt_mini.notebook import glue
+    from bbt_mini.book.notebook import glue
 
     calls = []
     fake = types.ModuleType("myst_nb")
@@ -70,7 +70,7 @@ def test_glue_hands_myst_nb_a_plain_number_and_returns_nothing(monkeypatch):
 def test_glue_outside_a_book_build_does_nothing(monkeypatch):
     import sys
 
-    from bbt_mini.notebook import glue
+    from bbt_mini.book.notebook import glue
 
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # import myst_nb raises ImportError
     assert glue("x", 1.0) is None
@@ -121,7 +121,7 @@ HAND_WRITTEN_VERDICTS = ["several times the spread", "reproduced by 63", "where 
 def test_chapters_carry_no_hand_written_verdict_that_issue_11_removed(md):
     text = md.read_text().lower()
     found = [v for v in HAND_WRITTEN_VERDICTS if v.lower() in text]
-    assert not found, f"{md.name}: hand-written verdicts (compute them with bbt_mini.notebook.compare): {found}"
+    assert not found, f"{md.name}: hand-written verdicts (compute them with bbt_mini.book.notebook.compare): {found}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
-from bbt_mini.bbt import BBTConfig, run_bbt
-from bbt_mini.bbtv2 import BBTv2Config, run_bbtv2
-from bbt_mini.cost import accuracy_by_budget, gain_from
-from bbt_mini.experiment import evaluate
-from bbt_mini.runs import cache_path, run
+from bbt_mini.methods.bbt import BBTConfig, run_bbt
+from bbt_mini.methods.bbtv2 import BBTv2Config, run_bbtv2
+from bbt_mini.core.cost import accuracy_by_budget, gain_from
+from bbt_mini.methods.experiment import evaluate
+from bbt_mini.run.runs import cache_path, run
 
 
 @pytest.fixture(scope="module")

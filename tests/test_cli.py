@@ -5,12 +5,12 @@ import json
 import pytest
 from tiny import tiny_folder
 
-import bbt_mini.models
-import bbt_mini.runs
+import bbt_mini.lm.models
+import bbt_mini.run.runs
 from bbt_mini.__main__ import build_parser, main, parse_labels
-from bbt_mini.bbt import BBTConfig
-from bbt_mini.runs import METHODS
-from bbt_mini.tasks import TASKS
+from bbt_mini.methods.bbt import BBTConfig
+from bbt_mini.run.runs import METHODS
+from bbt_mini.data.tasks import TASKS
 
 SMALL = ["--budget", "8", "--popsize", "4", "--prompt-length", "2", "--intrinsic-dim", "4", "--k", "2",
          "--test-size", "6", "--eval-every", "4", "--p0", "zeros", "--dtype", "float32", "--device", "cpu", "--quiet"]
@@ -26,7 +26,7 @@ def no_model(monkeypatch):
     """Any attempt to load a model fails the test: the CLI must refuse bad input before."""
     def load(*args, **kwargs):
         raise AssertionError("a model was loaded before the arguments were checked")
-    monkeypatch.setattr(bbt_mini.models, "_load", load)
+    monkeypatch.setattr(bbt_mini.lm.models, "_load", load)
 
 
 def test_run_bbt_writes_json(tiny, tmp_path, capsys):
@@ -114,7 +114,7 @@ OPTIONS = {"icl": (["--per-class", "1"], {"per_class": 1}), "prompt_tuning": (["
 @pytest.mark.parametrize("method", METHODS)
 def test_placement_and_method_options_reach_every_method(monkeypatch, method):
     seen = {}
-    monkeypatch.setattr(bbt_mini.runs, "run", lambda *a, **kw: seen.update(kw, args=a) or {"method": a[0]})
+    monkeypatch.setattr(bbt_mini.run.runs, "run", lambda *a, **kw: seen.update(kw, args=a) or {"method": a[0]})
     flags, method_kw = OPTIONS.get(method, ([], {}))
     assert main(["run", "--task", "rotten_tomatoes", "--method", method, "--placement", "between", *flags]) == 0
     assert seen["args"][0] == method and seen["placement"] == "between" and seen["method_kw"] == method_kw
@@ -123,7 +123,7 @@ def test_placement_and_method_options_reach_every_method(monkeypatch, method):
 def test_every_config_setting_has_its_flag_and_reaches_the_run(monkeypatch):
     """The flags are derived from BBTConfig: a new field gets a flag; the first landing's flags still parse."""
     seen = {}
-    monkeypatch.setattr(bbt_mini.runs, "run", lambda *a, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(bbt_mini.run.runs, "run", lambda *a, **kw: seen.update(kw) or {})
     values = {"int": "3", "float": "0.5", "str": None}
     args = []
     for f in dataclasses.fields(BBTConfig):

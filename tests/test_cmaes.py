@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from bbt_mini.cmaes import CMAES, OnePlusOneES, Parameters
-from bbt_mini.optimizers import make_optimizer
+from bbt_mini.core.cmaes import CMAES, OnePlusOneES, Parameters
+from bbt_mini.core.optimizers import make_optimizer
 
 
 def sphere(X):

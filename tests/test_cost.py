@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from bbt_mini.cost import PRICES, best_so_far, calls_to_target, cost_table, dollars, loss_at, tokens_per_call
+from bbt_mini.core.cost import PRICES, best_so_far, calls_to_target, cost_table, dollars, loss_at, tokens_per_call
 
 CURVE = [{"calls": 10, "train_loss": 0.7, "dev_acc": 0.5}, {"calls": 20, "train_loss": 0.6},
          {"calls": 30, "train_loss": 0.65, "dev_acc": 0.7}, {"calls": 40, "train_loss": 0.5, "dev_acc": 0.6}]
@@ -33,7 +33,7 @@ def test_curve_helpers():
 
 
 def test_paper_table_and_results_table():
-    from bbt_mini.paper import PAPER_TABLE, paper_table, results_table
+    from bbt_mini.core.paper import PAPER_TABLE, paper_table, results_table
 
     text = paper_table()
     assert "| BBTv2 | 90.33 |" in text and text.count("\n") == len(PAPER_TABLE) + 1

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini.blackbox import BlackBox
-from bbt_mini.forward import DeepPrompt
+from bbt_mini.service.blackbox import BlackBox
+from bbt_mini.service.forward import DeepPrompt
 
 WORDS = (" bad", " great")
 

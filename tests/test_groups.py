@@ -1,8 +1,8 @@
 """Length groups stay within the token budget when a long prompt goes in front of every example."""
 import numpy as np
 
-from bbt_mini.blackbox import BlackBox
-from bbt_mini.encoding import length_groups
+from bbt_mini.service.blackbox import BlackBox
+from bbt_mini.lm.encoding import length_groups
 
 
 def test_groups_respect_max_tokens_with_a_long_prompt_and_change_no_logit(tiny_causal_setup, tiny_causal):

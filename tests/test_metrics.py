@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bbt_mini.metrics import LOSSES, accuracy, check_loss, cross_entropy, f1, hinge, neg_acc
+from bbt_mini.core.metrics import LOSSES, accuracy, check_loss, cross_entropy, f1, hinge, neg_acc
 
 # Two candidates, five examples, two classes: candidate 0 predicts 1, 1, 0, 1, 0; candidate 1 predicts all 1.
 LOGITS = np.array([[[0.0, 1.0], [0.0, 2.0], [3.0, 0.0], [0.0, 1.0], [1.0, 0.0]],

@@ -1,8 +1,8 @@
-"""The book's verdicts are computed: bbt_mini.notebook.compare and shape turn measured numbers into words."""
+"""The book's verdicts are computed: bbt_mini.book.notebook.compare and shape turn measured numbers into words."""
 import numpy as np
 import pytest
 
-from bbt_mini.notebook import DETECTABLE, compare, shape
+from bbt_mini.book.notebook import DETECTABLE, compare, shape
 
 
 def test_compare_says_higher_and_flips_to_lower_when_the_numbers_flip():
@@ -141,7 +141,7 @@ def test_compare_names_the_unit_of_the_spread():
 
 
 def test_mean_std_is_the_sample_std_that_compare_quotes():
-    from bbt_mini.notebook import mean_std
+    from bbt_mini.book.notebook import mean_std
 
     m, s = mean_std([0.55, 0.60])
     assert (m, s) == pytest.approx((0.575, np.std([0.55, 0.60], ddof=1)))

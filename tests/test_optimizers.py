@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from bbt_mini.bbt import BBTConfig
-from bbt_mini.optimizers import OPTIMIZERS, make_optimizer
+from bbt_mini.methods.bbt import BBTConfig
+from bbt_mini.core.optimizers import OPTIMIZERS, make_optimizer
 
 
 def tilted_ellipsoid(X):
@@ -49,7 +49,7 @@ def test_bbt_config_can_select_each_optimizer_and_refuses_others():
 
 
 def test_frozen_cma_continues_exactly_after_a_checkpoint():
-    from bbt_mini.optimizers import restore
+    from bbt_mini.core.optimizers import restore
 
     a, *_ = run("frozen-cma", generations=5)
     b = restore(a.state())

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini import profiles
-from bbt_mini.profiles import PROFILES, default_dtype, get_profile, gpu_dtype, task_sizes
-from bbt_mini.timing import Plan
+from bbt_mini.core import profiles
+from bbt_mini.core.profiles import PROFILES, default_dtype, get_profile, gpu_dtype, task_sizes
+from bbt_mini.run.timing import Plan
 
 
 @pytest.mark.parametrize("capability, expected", [
@@ -116,8 +116,8 @@ def test_plan_report_names_device_profile_and_every_item(monkeypatch):
 
 def test_runs_at_once_give_the_results_of_runs_in_turn(tmp_path, monkeypatch):
     """Two worker processes return the same results, in the jobs' order, as one after another."""
-    from bbt_mini.models import tiny_random_masked_lm
-    from bbt_mini.runs import cached_runs
+    from bbt_mini.lm.models import tiny_random_masked_lm
+    from bbt_mini.run.runs import cached_runs
 
     monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
     monkeypatch.setenv("BBT_RECOMPUTE", "1")
@@ -135,7 +135,7 @@ def test_runs_at_once_give_the_results_of_runs_in_turn(tmp_path, monkeypatch):
 
 
 def test_cached_runs_rejects_bad_jobs_and_workers(monkeypatch):
-    from bbt_mini.runs import cached_runs, default_workers
+    from bbt_mini.run.runs import cached_runs, default_workers
 
     with pytest.raises(ValueError, match="needs a method"):
         cached_runs([dict(task="rotten_tomatoes")])
@@ -160,7 +160,7 @@ def test_device_comes_from_the_argument_then_bbt_device(monkeypatch):
 @pytest.fixture()
 def counted_runs(tmp_path, monkeypatch):
     """cached_run with run() replaced by a counter: which calls compute, which read the cache."""
-    import bbt_mini.runs as runs
+    import bbt_mini.run.runs as runs
 
     monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
     monkeypatch.delenv("BBT_RECOMPUTE", raising=False)
@@ -178,7 +178,7 @@ def counted_runs(tmp_path, monkeypatch):
 
 
 def test_cached_run_reads_back_an_identical_run(counted_runs, tmp_path):
-    from bbt_mini.runs import cached_run
+    from bbt_mini.run.runs import cached_run
 
     first = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", budget=8, device="cpu")
     again = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", budget=8, device="cpu", progress=False)
@@ -190,7 +190,7 @@ def test_cached_run_reads_back_an_identical_run(counted_runs, tmp_path):
 
 
 def test_cached_run_key_changes_with_the_resolved_dtype(counted_runs, monkeypatch):
-    from bbt_mini.runs import cached_run
+    from bbt_mini.run.runs import cached_run
 
     monkeypatch.setenv(profiles.DTYPE_ENV, "bfloat16")
     cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
@@ -202,7 +202,7 @@ def test_cached_run_key_changes_with_the_resolved_dtype(counted_runs, monkeypatc
 
 
 def test_cached_run_key_changes_with_library_versions(counted_runs, monkeypatch):
-    import bbt_mini.runs as runs
+    import bbt_mini.run.runs as runs
 
     runs.cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
     monkeypatch.setattr(runs, "versions", lambda: {"torch": "99.0"})
@@ -210,7 +210,7 @@ def test_cached_run_key_changes_with_library_versions(counted_runs, monkeypatch)
 
 
 def test_bbt_recompute_ignores_the_cache(counted_runs, monkeypatch):
-    from bbt_mini.runs import cached_run
+    from bbt_mini.run.runs import cached_run
 
     cached_run("manual", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
     monkeypatch.setenv("BBT_RECOMPUTE", "1")
@@ -229,7 +229,7 @@ def test_profile_makes_each_tuners_config_and_bbtv2_gets_its_own_budget():
 
 
 def test_chosen_model_reads_the_environment_else_the_offline_default(monkeypatch):
-    from bbt_mini.models import chosen_model
+    from bbt_mini.lm.models import chosen_model
 
     monkeypatch.delenv("BBT_MODEL", raising=False)
     assert chosen_model() == "smollm2"

@@ -1,4 +1,4 @@
-"""The remote black box (bbt_mini.remote) against a tiny in-process OpenAI-compatible stub.
+"""The remote black box (bbt_mini.service.remote) against a tiny in-process OpenAI-compatible stub.
 
 The stub speaks the part of vLLM's Completions API the client uses (``prompt_embeds``,
 ``allowed_token_ids``, processed log-probabilities as ``token_id:N`` keys, ``/v1/models``,
@@ -132,7 +132,7 @@ def _handler(stub: Stub):
 def stub(tiny_causal):
     from transformers import AutoTokenizer
 
-    from bbt_mini.remote import _embedding_table
+    from bbt_mini.service.remote import _embedding_table
 
     s = Stub(_embedding_table(tiny_causal), AutoTokenizer.from_pretrained(tiny_causal))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(s))
@@ -146,7 +146,7 @@ def stub(tiny_causal):
 
 def stub_fingerprint(stub, tokenizer):
     """The stub's own fingerprint (its mean rule's canary answer), as a provider would publish it."""
-    from bbt_mini.remote import canary_ids, canary_sequences
+    from bbt_mini.service.remote import canary_ids, canary_sequences
 
     ids = canary_ids(tokenizer)
     rows = [torch.log_softmax(seq.mean(0) @ stub.table[ids].T, -1).tolist()
@@ -155,7 +155,7 @@ def stub_fingerprint(stub, tokenizer):
 
 
 def _service(stub, tiny_causal, **kw):
-    from bbt_mini.remote import RemoteService
+    from bbt_mini.service.remote import RemoteService
 
     kw = {"retries": 1, "backoff": 0.01, "timeout": 5.0, "fingerprint": stub_fingerprint(stub, stub.tokenizer), **kw}
     return RemoteService(stub.url, LABELS, model=tiny_causal, **kw)
@@ -184,7 +184,7 @@ def test_remote_scores_are_the_label_log_softmax_of_the_sequences_sent_in_chunks
             np.testing.assert_allclose(r.logits[c, i], expected, atol=1e-5)
     # 12 sequences in chunks of 5, after the canary; two in flight arrive in either order
     assert stub.sizes[0] == 2 and sorted(stub.sizes[1:]) == [2, 5, 5]  # the canary's two sequences first
-    from bbt_mini.blackbox import cross_entropy
+    from bbt_mini.service.blackbox import cross_entropy
 
     np.testing.assert_allclose(r.loss, cross_entropy(r.logits, batch.labels), rtol=1e-6)
     m = service.meter
@@ -207,7 +207,7 @@ def test_bfloat16_on_the_wire_halves_the_bytes_and_rounds_like_the_server(stub, 
 
 
 def test_wrong_api_key_is_refused_with_a_clear_error(stub, tiny_causal):
-    from bbt_mini.remote import ServiceError
+    from bbt_mini.service.remote import ServiceError
 
     stub.key = "right"
     service = _service(stub, tiny_causal, api_key="wrong")
@@ -218,7 +218,7 @@ def test_wrong_api_key_is_refused_with_a_clear_error(stub, tiny_causal):
 
 
 def test_label_word_missing_from_the_answer_is_an_error_not_a_loss(stub, tiny_causal):
-    from bbt_mini.remote import ServiceError
+    from bbt_mini.service.remote import ServiceError
 
     service = _service(stub, tiny_causal)
     stub.drop = service.label_ids[1]
@@ -227,7 +227,7 @@ def test_label_word_missing_from_the_answer_is_an_error_not_a_loss(stub, tiny_ca
 
 
 def test_raw_logprobs_from_a_server_without_processed_mode_are_refused(stub, tiny_causal):
-    from bbt_mini.remote import ServiceError
+    from bbt_mini.service.remote import ServiceError
 
     stub.raw = True
     service = _service(stub, tiny_causal)
@@ -247,7 +247,7 @@ def test_busy_server_is_retried_with_backoff_and_the_answer_is_kept(stub, tiny_c
 def test_unreachable_server_gives_a_clear_error_after_bounded_retries(tiny_causal):
     import socket
 
-    from bbt_mini.remote import RemoteService, ServiceUnavailable
+    from bbt_mini.service.remote import RemoteService, ServiceUnavailable
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -260,7 +260,7 @@ def test_unreachable_server_gives_a_clear_error_after_bounded_retries(tiny_causa
 
 
 def test_slow_server_times_out_on_every_try(stub, tiny_causal):
-    from bbt_mini.remote import ServiceUnavailable
+    from bbt_mini.service.remote import ServiceUnavailable
 
     service = _service(stub, tiny_causal, timeout=0.3, retries=1)
     service.check_server()
@@ -272,7 +272,7 @@ def test_slow_server_times_out_on_every_try(stub, tiny_causal):
 
 
 def test_server_with_another_tokenizer_is_refused(stub, tiny_causal):
-    from bbt_mini.remote import ServiceError
+    from bbt_mini.service.remote import ServiceError
 
     stub.other_tokenizer = True
     service = _service(stub, tiny_causal)
@@ -281,7 +281,7 @@ def test_server_with_another_tokenizer_is_refused(stub, tiny_causal):
 
 
 def test_server_with_another_hidden_size_is_refused(stub, tiny_causal):
-    from bbt_mini.remote import ServiceError
+    from bbt_mini.service.remote import ServiceError
 
     stub.table = torch.zeros(len(WORDS), 64)
     service = _service(stub, tiny_causal)
@@ -302,7 +302,7 @@ def test_fingerprint_computed_in_process_accepts_the_same_weights_and_refuses_ot
         stub, tiny_causal, other_weights, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from bbt_mini.remote import ServiceError
+    from bbt_mini.service.remote import ServiceError
 
     monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
     stub.model = AutoModelForCausalLM.from_pretrained(tiny_causal, dtype=torch.float32).eval()
@@ -332,7 +332,7 @@ def test_published_fingerprint_is_used_before_computing_one(stub, tiny_causal, t
 
     from transformers import AutoModelForCausalLM
 
-    from bbt_mini.remote import FINGERPRINT_FILE, ServiceError, model_fingerprint, publish_fingerprint
+    from bbt_mini.service.remote import FINGERPRINT_FILE, ServiceError, model_fingerprint, publish_fingerprint
 
     folder = tmp_path / "published"
     shutil.copytree(tiny_causal, folder)
@@ -357,7 +357,7 @@ def test_without_a_fingerprint_other_weights_pass_with_a_warning_saying_what_was
 
 
 def test_deep_prompts_and_hidden_states_are_refused(stub, tiny_causal):
-    from bbt_mini.remote import ServiceError
+    from bbt_mini.service.remote import ServiceError
 
     service = _service(stub, tiny_causal)
     batch = service.encode(TEXTS, [1, 0, 0, 1])
@@ -368,7 +368,7 @@ def test_deep_prompts_and_hidden_states_are_refused(stub, tiny_causal):
 
 
 def test_bbtv2_and_white_box_methods_are_refused_through_a_service_before_any_call():
-    from bbt_mini.runs import run
+    from bbt_mini.run.runs import run
 
     for method in ("bbtv2", "prompt_tuning", "icl"):
         with pytest.raises(ValueError, match=f"{method} cannot run through a remote service"):
@@ -376,8 +376,8 @@ def test_bbtv2_and_white_box_methods_are_refused_through_a_service_before_any_ca
 
 
 def test_bbt_runs_unchanged_through_the_remote_service(stub, tiny_causal):
-    from bbt_mini.bbt import BBTConfig, run_bbt
-    from bbt_mini.experiment import prepare
+    from bbt_mini.methods.bbt import BBTConfig, run_bbt
+    from bbt_mini.methods.experiment import prepare
 
     service = _service(stub, tiny_causal, per_request=16)
     setup = prepare("rotten_tomatoes", tiny_causal, seed=1, profile="ci", k=2, test_size=6, service=service)
@@ -393,8 +393,8 @@ def test_service_url_builds_a_remote_service_with_the_key_and_the_servers_dtype(
                                                                                  tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from bbt_mini.experiment import prepare
-    from bbt_mini.remote import RemoteService
+    from bbt_mini.methods.experiment import prepare
+    from bbt_mini.service.remote import RemoteService
 
     stub.key = "k"
     stub.model = AutoModelForCausalLM.from_pretrained(tiny_causal, dtype=torch.float32).eval()  # the fingerprint's

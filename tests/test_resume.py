@@ -9,10 +9,10 @@ import torch
 from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
 from bbt_mini.__main__ import main
-from bbt_mini.bbt import BBTConfig, run_bbt
-from bbt_mini.bbtv2 import BBTv2Config, run_bbtv2
-from bbt_mini.blackbox import BlackBox, BudgetExhausted
-from bbt_mini.tuning import Run
+from bbt_mini.methods.bbt import BBTConfig, run_bbt
+from bbt_mini.methods.bbtv2 import BBTv2Config, run_bbtv2
+from bbt_mini.service.blackbox import BlackBox, BudgetExhausted
+from bbt_mini.methods.tuning import Run
 
 
 @pytest.fixture(scope="module")

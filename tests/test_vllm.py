@@ -1,12 +1,12 @@
 """BBT through a real vLLM server (issue 12): marked ``vllm``; CI builds the server's environment.
 
-The module starts vLLM on the offline SmolLM2 (``bbt_mini.server.start``: its own
+The module starts vLLM on the offline SmolLM2 (``bbt_mini.run.server.start``: its own
 environment, its own process group, port 8012, an API key), checks the label-word scores
 against the in-process model, runs BBT (ci profile) through the command line, kills the
 server in the middle of a second run, checks the error, restarts the server and checks that
 ``--resume`` ends exactly where the uninterrupted run did. The server is always stopped.
 
-Tolerances: the server runs ``bbt_mini.server.default_dtype()`` (float32 on a CPU): its
+Tolerances: the server runs ``bbt_mini.run.server.default_dtype()`` (float32 on a CPU): its
 label-word log-probabilities must match the in-process float32 model within 2e-3; a bfloat16
 server (a GPU) within 0.15 (bf16 keeps 8 bits of mantissa: about 0.4 % per number, ~0.05
 measured on a log-probability of -2.6, and up to 0.06 on one of -7.9). The same bounds hold
@@ -33,14 +33,14 @@ class Server:
         self.log, self.proc = log, None
 
     def start(self):
-        from bbt_mini import server
+        from bbt_mini.run import server
 
         t0 = time.perf_counter()
         self.proc = server.start(port=PORT, api_key=KEY, log=self.log, wait_s=START_S)
         self.start_s = time.perf_counter() - t0
 
     def stop(self):
-        from bbt_mini import server
+        from bbt_mini.run import server
 
         if self.proc is not None:
             server.stop(self.proc)
@@ -57,19 +57,19 @@ def vllm(tmp_path_factory):
 
 
 def _remote(**kw):
-    from bbt_mini.remote import RemoteService
+    from bbt_mini.service.remote import RemoteService
 
     return RemoteService(URL, (" negative", " positive"), api_key=KEY, **kw)
 
 
 def test_vllm_label_word_scores_match_the_in_process_model(vllm, smol):
-    from bbt_mini.blackbox import BlackBox
-    from bbt_mini.experiment import prepare
+    from bbt_mini.service.blackbox import BlackBox
+    from bbt_mini.methods.experiment import prepare
 
     remote = _remote()
     setup = prepare("rotten_tomatoes", "smollm2", seed=1, profile="ci", service=remote)
     local = BlackBox(smol, remote.label_words)
-    from bbt_mini.experiment import texts_for
+    from bbt_mini.methods.experiment import texts_for
 
     texts = texts_for(setup.task, setup.verbalizer, setup.split.test, local, "prepend")
     batch = local.encode(texts, setup.test.labels)
@@ -89,7 +89,7 @@ def test_vllm_label_word_scores_match_the_in_process_model(vllm, smol):
 
 
 def test_vllm_refuses_a_wrong_api_key_clearly(vllm):
-    from bbt_mini.remote import ServiceError
+    from bbt_mini.service.remote import ServiceError
 
     remote = _remote()
     remote.api_key = "not-the-key"
@@ -100,10 +100,10 @@ def test_vllm_refuses_a_wrong_api_key_clearly(vllm):
 def test_vllm_bbt_killed_server_is_a_clear_error_and_resume_ends_like_the_uninterrupted_run(vllm, tmp_path,
                                                                                               monkeypatch, capsys):
     from bbt_mini.__main__ import main
-    from bbt_mini.bbt import run_bbt
-    from bbt_mini.experiment import prepare
-    from bbt_mini.profiles import get_profile
-    from bbt_mini.remote import RemoteService, ServiceUnavailable
+    from bbt_mini.methods.bbt import run_bbt
+    from bbt_mini.methods.experiment import prepare
+    from bbt_mini.core.profiles import get_profile
+    from bbt_mini.service.remote import RemoteService, ServiceUnavailable
 
     monkeypatch.setenv("BBT_API_KEY", "")
     cli = ["run", "--task", "rotten_tomatoes", "--method", "bbt", "--service", URL, "--api-key", KEY, "--seed", "1",

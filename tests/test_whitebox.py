@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini.blackbox import BlackBox, model_behind
-from bbt_mini.whitebox import WhiteBox
+from bbt_mini.service.blackbox import BlackBox, model_behind
+from bbt_mini.service.whitebox import WhiteBox
 
 TEXTS = ["a good film , really fun .", "dull , boring and not very good .", "fine"]
 WORDS = (" bad", " great")
@@ -43,7 +43,7 @@ def test_features_are_the_last_hidden_state_at_the_read_out(tiny_masked):
 
 
 def test_residual_branches_are_the_maps_that_write_back_in_llama_and_bert_layers(tiny_causal, tiny_masked):
-    from bbt_mini.whitebox import residual_branches
+    from bbt_mini.service.whitebox import residual_branches
 
     found = residual_branches(tiny_causal)
     assert len(found) == tiny_causal.num_layers
@@ -54,7 +54,7 @@ def test_residual_branches_are_the_maps_that_write_back_in_llama_and_bert_layers
 
 
 def test_pre_norm_stream_is_the_embedding_plus_the_branches_and_post_norm_is_not(tiny_causal, tiny_masked):
-    from bbt_mini.whitebox import residual_stream
+    from bbt_mini.service.whitebox import residual_stream
 
     ids = torch.tensor([[0, 9, 14, 21, 5]])
     pre = residual_stream(tiny_causal, ids)
@@ -69,7 +69,7 @@ def test_pre_norm_stream_is_the_embedding_plus_the_branches_and_post_norm_is_not
 
 
 def test_residual_stream_refuses_a_batch(tiny_causal):
-    from bbt_mini.whitebox import residual_stream
+    from bbt_mini.service.whitebox import residual_stream
 
     with pytest.raises(ValueError, match=r"one sequence of shape \(1, T\)"):
         residual_stream(tiny_causal, torch.tensor([[0, 9], [0, 14]]))

@@ -74,8 +74,8 @@ def body_params(lm) -> int:
 def step_bench(out: Path, quick: bool) -> None:
     import torch
 
-    from bbt_mini.bench import bench
-    from bbt_mini.models import load_model
+    from bbt_mini.run.bench import bench
+    from bbt_mini.lm.models import load_model
 
     cases = [  # (label, model, method, calls, examples, prompt_length, dtype: None = the device's default)
         ("roberta-large-shape BBT", "roberta-large-shape", "bbt", 8000, 32, 50, None),
@@ -98,7 +98,7 @@ def step_bench(out: Path, quick: bool) -> None:
         if model == "smollm2":  # the real model; else random weights of a real shape
             r["body_params"] = body_params(load_model("smollm2", dtype=getattr(torch, r["dtype"])))
         else:
-            from bbt_mini.bench import random_shape_model
+            from bbt_mini.run.bench import random_shape_model
 
             r["body_params"] = body_params(random_shape_model(model, torch.device("cpu"), torch.float32))
         # 2 FLOPs per parameter per token (attention's own products are small at ~100 tokens).
@@ -124,7 +124,7 @@ def step_bench(out: Path, quick: bool) -> None:
 
 def step_workers(out: Path, quick: bool) -> None:
     """Three BBT runs (seeds 1-3, colab sizes) one after another, then three at once."""
-    from bbt_mini.runs import cached_runs
+    from bbt_mini.run.runs import cached_runs
 
     os.environ["BBT_RECOMPUTE"] = "1"  # time the runs, not the cache
     budget = 40 if quick else 1000
@@ -151,7 +151,7 @@ def step_chapters(out: Path, names: list[str], timeout: int) -> None:
     """
     import shutil
 
-    from bbt_mini.models import cache_dir
+    from bbt_mini.lm.models import cache_dir
 
     path = out / "chapters.json"
     done = json.loads(path.read_text())["chapters"] if path.exists() else {}

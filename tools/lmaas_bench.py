@@ -140,14 +140,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-runs", action="store_true", help="skip the two BBT runs")
     parser.add_argument("--batching", action="store_true", help="measure the server's batching instead")
-    parser.add_argument("--start", action="store_true", help="start the server (bbt_mini.server) and stop it")
+    parser.add_argument("--start", action="store_true", help="start the server (bbt_mini.run.server) and stop it")
     parser.add_argument("--server-args", default="", help="more vLLM flags for --start")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if args.start:
         import urllib.parse
 
-        from bbt_mini import server
+        from bbt_mini.run import server
 
         port = urllib.parse.urlsplit(args.service).port or server.DEFAULT_PORT
         log = Path(args.out or "lmaas").with_suffix(".server.log")
@@ -164,11 +164,11 @@ def main(argv=None) -> dict:
 def measure(args) -> dict:
     import torch
 
-    from bbt_mini.bbt import run_bbt
-    from bbt_mini.experiment import prepare
-    from bbt_mini.models import load_model
-    from bbt_mini.profiles import get_profile
-    from bbt_mini.remote import RemoteService
+    from bbt_mini.methods.bbt import run_bbt
+    from bbt_mini.methods.experiment import prepare
+    from bbt_mini.lm.models import load_model
+    from bbt_mini.core.profiles import get_profile
+    from bbt_mini.service.remote import RemoteService
 
     torch.manual_seed(0)
     lm = load_model("smollm2", device="cpu", dtype=torch.float32)

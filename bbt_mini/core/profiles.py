@@ -57,9 +57,9 @@ class Profile:
 
     def config(self, method: str, **overrides):
         """BBT's or BBTv2's settings at this profile's sizes, then ``overrides``: the one place a
-        method's settings are made from a profile (see :meth:`bbt_mini.bbt.BBTConfig.from_profile`)."""
-        from .bbt import BBTConfig
-        from .bbtv2 import BBTv2Config
+        method's settings are made from a profile (see :meth:`bbt_mini.methods.bbt.BBTConfig.from_profile`)."""
+        from ..methods.bbt import BBTConfig
+        from ..methods.bbtv2 import BBTv2Config
 
         configs = {"bbt": BBTConfig, "bbtv2": BBTv2Config}
         if method not in configs:

@@ -1,6 +1,6 @@
 """A real Language-Model-as-a-Service: the black box behind an OpenAI-compatible HTTP server.
 
-:class:`RemoteService` has the interface the tuners use (:class:`bbt_mini.blackbox.BlackBox`'s:
+:class:`RemoteService` has the interface the tuners use (:class:`bbt_mini.service.blackbox.BlackBox`'s:
 candidate prompts and examples in, label-word scores and a loss out, a :class:`Meter`), but
 the model runs in another process, here vLLM's OpenAI-compatible server
 (``python -m bbt_mini serve`` starts one). BBT and BBTv2's input-layer prompt run through it
@@ -70,7 +70,7 @@ from typing import Sequence
 import numpy as np
 
 from .blackbox import LOSSES, Batch, BudgetExhausted, Meter, Response
-from .encoding import encode
+from ..lm.encoding import encode
 
 __all__ = ["RemoteService", "ServiceError", "ServiceUnavailable", "compute_fingerprint", "model_fingerprint",
            "publish_fingerprint", "remote_service", "wire_bytes"]
@@ -97,7 +97,7 @@ class ServiceUnavailable(ServiceError):
 
 def _client_model(model: str | Path) -> Path:
     """The folder holding the model's tokenizer and weights (only its embedding table is read)."""
-    from .models import OFFLINE_MODELS, offline_model_folder
+    from ..lm.models import OFFLINE_MODELS, offline_model_folder
 
     if str(model) in OFFLINE_MODELS:
         return offline_model_folder(str(model))
@@ -175,7 +175,7 @@ def publish_fingerprint(folder: str | Path) -> Path:
 def model_fingerprint(folder: str | Path) -> dict | None:
     """The fingerprint published in ``folder``, else one computed once in-process and cached; None without
     the weights (a folder holding only the tokenizer and the embedding table)."""
-    from .models import cache_dir
+    from ..lm.models import cache_dir
 
     folder = Path(folder)
     published = folder / FINGERPRINT_FILE
@@ -213,7 +213,7 @@ class RemoteService:
     model: the model the client needs the tokenizer and embedding table of (``"smollm2"`` or a
         folder); the server must serve the same weights.
     served_name: the server's name for it (default: the only model the server lists).
-    loss, budget: as :class:`bbt_mini.blackbox.BlackBox`.
+    loss, budget: as :class:`bbt_mini.service.blackbox.BlackBox`.
     api_key: sent as ``Authorization: Bearer <key>``.
     timeout: seconds per request (generous: a CPU server takes ~0.2 s per sequence, and a request
         given up on may still be computed); retries, backoff: bounded retries with waits
@@ -222,7 +222,7 @@ class RemoteService:
     wire_dtype: the number format of the sequences sent: ``"float32"`` (exact) or ``"bfloat16"``
         (half the bytes; what a bf16 server rounds them to anyway).
     server_dtype: the number format the server runs, as results record it (the API does not say;
-        default: ``bbt_mini.server.default_dtype()``, what ``python -m bbt_mini serve`` starts).
+        default: ``bbt_mini.run.server.default_dtype()``, what ``python -m bbt_mini serve`` starts).
     fingerprint: the served weights' fingerprint the first answer must match (see the module doc):
         ``"auto"`` (published in the model's folder, else computed once in-process and cached), a
         dict as :func:`compute_fingerprint` returns, or None (no weights check, with a warning).
@@ -268,7 +268,7 @@ class RemoteService:
         self.meter = Meter()
         self._lock = threading.Lock()  # requests in flight update the meter from several threads
         if server_dtype is None:
-            from .server import default_dtype
+            from ..run.server import default_dtype
 
             server_dtype = default_dtype()
         self.dtype = server_dtype
@@ -560,7 +560,7 @@ def remote_service(service, label_words: Sequence[str], model="smollm2", loss: s
             raise ValueError("with a service URL, give the model by name or folder (the client loads its "
                              "tokenizer and embedding table, never the transformer)")
         if dtype is not None:
-            from .profiles import DTYPES
+            from ..core.profiles import DTYPES
 
             dtype = str(DTYPES.get(dtype, dtype)).removeprefix("torch.")  # "bf16" -> "bfloat16"
         return RemoteService(service, label_words, model=model, loss=loss, api_key=os.environ.get(API_KEY_ENV),

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .encoding import Batch, length_groups, pad
-from .models import LanguageModel
+from ..lm.encoding import Batch, length_groups, pad
+from ..lm.models import LanguageModel
 
 
 def _cache_name(module: torch.nn.Module) -> str:
@@ -108,7 +108,7 @@ class DeepPrompt:
 class Forward:
     """Label-word logits of prompts on a batch, from a frozen model (with or without gradients).
 
-    ``group_size`` and ``max_tokens``: see :class:`bbt_mini.blackbox.BlackBox`. ``cache_prompt``:
+    ``group_size`` and ``max_tokens``: see :class:`bbt_mini.service.blackbox.BlackBox`. ``cache_prompt``:
     the prompt-cache strategy (causal LMs). ``cache_bytes``: the most bytes of a batch's text
     keys/values (placement "between") kept for reuse; past it they are computed per call.
     """

@@ -62,7 +62,7 @@ def loss_at(curve: list, calls: np.ndarray) -> np.ndarray:
     return np.where(idx >= 0, best[np.clip(idx, 0, None)], np.nan)
 
 
-# Gain against the budget: runs made with ``test_at`` (bbt_mini.tuning) give the test accuracy of
+# Gain against the budget: runs made with ``test_at`` (bbt_mini.methods.tuning) give the test accuracy of
 # the prompt each budget would have returned, so one run per seed gives the whole curve.
 
 def accuracy_by_budget(results: list, key: str = "test_accuracy") -> dict:
@@ -85,12 +85,12 @@ def gain_from(tuned: dict, reference, task: str, name: str = "BBT", other: str =
 
     ``tuned``: ``{budget: per-seed test accuracy}`` (:func:`accuracy_by_budget`); ``reference``:
     the other method's accuracy (one number, or per-seed values). At each budget the two are
-    compared with :func:`bbt_mini.notebook.compare` (beyond 2 standard errors of the
+    compared with :func:`bbt_mini.book.notebook.compare` (beyond 2 standard errors of the
     difference); the answer is the smallest budget from which *every* larger budget shown is
     also beyond them, or ``None`` when the last budget is not. Returns ``(budget or None,
     {budget: Comparison}, sentence)``.
     """
-    from .notebook import compare
+    from ..book.notebook import compare
 
     if not tuned:
         raise ValueError("no budgets given")

@@ -200,11 +200,11 @@ def pretrained_p0(task: str, model: str, profile, steps: int, seed: int = 1, pro
 
     The prompt has the profile's length; it and the run's result are kept under
     ``$BBT_MINI_CACHE/p0``, keyed by the settings and the package's source (like
-    :func:`bbt_mini.runs.cached_run`), so the same call later reads them back.
+    :func:`bbt_mini.run.runs.cached_run`), so the same call later reads them back.
     """
-    from .models import cache_dir
+    from ..lm.models import cache_dir
     from .profiles import Profile, get_profile
-    from .runs import run, source_hash
+    from ..run.runs import run, source_hash
 
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     key = json.dumps({"task": task, "model": str(model), "profile": profile.name, "L": profile.prompt_length,

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blackbox import Batch, BlackBox, model_behind
-from .metrics import accuracy, f1
-from .models import LanguageModel, load_model
-from .profiles import Profile, get_profile
-from .tasks import Split, Task, Verbalizer, get_task, kshot_split
+from ..service.blackbox import Batch, BlackBox, model_behind
+from ..core.metrics import accuracy, f1
+from ..lm.models import LanguageModel, load_model
+from ..core.profiles import Profile, get_profile
+from ..data.tasks import Split, Task, Verbalizer, get_task, kshot_split
 
 PLACEMENTS = ("prepend", "between")
 
@@ -32,7 +32,7 @@ class Setup:
     profile: Profile
     seed: int
     placement: str
-    test_at: tuple = ()  # budgets at which a tuning run also tests its would-be result (bbt_mini.tuning)
+    test_at: tuple = ()  # budgets at which a tuning run also tests its would-be result (bbt_mini.methods.tuning)
 
 
 def texts_for(task: Task, verbalizer: Verbalizer, examples: list, service, placement: str = "prepend"):
@@ -58,13 +58,13 @@ def prepare(task: str | Task = "rotten_tomatoes", model: str | LanguageModel = "
             device=None, dtype=None, service: BlackBox | None = None) -> Setup:
     """Load, split and encode. ``k`` and ``test_size`` default to the profile's values.
 
-    ``service``: an in-process black box to reuse, or a remote one (:mod:`bbt_mini.remote`): its
+    ``service``: an in-process black box to reuse, or a remote one (:mod:`bbt_mini.service.remote`): its
     URL (``"http://127.0.0.1:8011/v1"``; the key from ``$BBT_API_KEY``) or a ``RemoteService``."""
     profile = profile if isinstance(profile, Profile) else get_profile(profile)
     task = get_task(task) if isinstance(task, str) else task
     remote = service is not None and not isinstance(service, BlackBox)  # a URL or a RemoteService
     if remote:  # the model stays on the server; the client holds its tokenizer and embedding table
-        from .remote import remote_service
+        from ..service.remote import remote_service
 
         service = remote_service(service, task.verbalizer("causal", variant).words, model, loss, dtype)
     else:

@@ -3,7 +3,7 @@
 ``python -m bbt_mini serve`` (or ``make serve``) builds the environment once (``requirements-serve.txt`` into
 ``$BBT_SERVE_VENV``, default ``$BBT_MINI_CACHE/serve-venv``) and starts vLLM's
 OpenAI-compatible server on the converted SmolLM2 folder with what the remote black box
-(:mod:`bbt_mini.remote`) needs::
+(:mod:`bbt_mini.service.remote`) needs::
 
     python -m vllm.entrypoints.openai.api_server --model <folder> --enable-prompt-embeds \\
         --logprobs-mode processed_logprobs --max-logprobs 50 --dtype float32 --max-model-len 512
@@ -45,14 +45,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements-serve.txt"
+REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements-serve.txt"
 BROKEN = ("torchvision", "torchaudio", "torchcodec")  # index builds that do not match the CPU torch
 DEFAULT_PORT = 8011
 
 
 def venv_dir() -> Path:
     """Where the server's environment lives: ``$BBT_SERVE_VENV``, else ``$BBT_MINI_CACHE/serve-venv``."""
-    from .models import cache_dir
+    from ..lm.models import cache_dir
 
     return Path(os.environ.get("BBT_SERVE_VENV") or cache_dir() / "serve-venv")
 
@@ -126,7 +126,7 @@ def command(python: Path, model: str = "smollm2", port: int = DEFAULT_PORT, api_
             dtype: str | None = None, max_model_len: int = 512, extra: tuple[str, ...] = ()) -> list[str]:
     """The server's command line on the model's local folder (``extra``: more vLLM flags, e.g.
     ``("--max-num-seqs", "256")``)."""
-    from .models import OFFLINE_MODELS, offline_model_folder
+    from ..lm.models import OFFLINE_MODELS, offline_model_folder
 
     folder = offline_model_folder(model) if model in OFFLINE_MODELS else Path(model)
     if not (folder / "config.json").is_file():

@@ -30,7 +30,7 @@ def versions() -> dict:
     import torch
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {"bbt_mini": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "cma": cma.__version__, "numpy": np.__version__}

@@ -16,7 +16,7 @@ at the end of the generation that reaches it (the same as a run of that budget w
 multiple of the population); the numbers at the run's own budget are its final ones.
 
 BBT and BBTv2 differ only in their search (which ``z`` is proposed and how it becomes a
-prompt): :class:`bbt_mini.bbt.Subspace` and :class:`bbt_mini.bbtv2.LayerByLayer`. A
+prompt): :class:`bbt_mini.methods.bbt.Subspace` and :class:`bbt_mini.methods.bbtv2.LayerByLayer`. A
 search is anything with
 
 * ``ask(n) -> (Z, prompts)``: ``n`` candidates and their prompts;
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .blackbox import accuracy
+from ..service.blackbox import accuracy
 from .experiment import Setup, evaluate
-from .results import differences, identity, result, test_fields, used_since
+from ..core.results import differences, identity, result, test_fields, used_since
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """Benchmark: the black box's way of evaluating prompts against the naive way, same inputs.
 
-    python -m bbt_mini.bench                      # SmolLM2 offline, BBT calls, on this machine
-    python -m bbt_mini.bench --method bbtv2       # deep prompts
-    python -m bbt_mini.bench --model roberta-large-shape --device cuda --examples 32 --tokens 96 \\
+    python -m bbt_mini.run.bench                      # SmolLM2 offline, BBT calls, on this machine
+    python -m bbt_mini.run.bench --method bbtv2       # deep prompts
+    python -m bbt_mini.run.bench --model roberta-large-shape --device cuda --examples 32 --tokens 96 \\
         --prompt-length 50 --popsize 20 --calls 8000 --out gpu.json
 
 The naive way is what the authors' code does: one float32 forward per candidate prompt,
 logits over the whole vocabulary at every position, nothing cached, examples padded to
-the longest. The package's way is :class:`bbt_mini.blackbox.BlackBox`: a whole population
+the longest. The package's way is :class:`bbt_mini.service.blackbox.BlackBox`: a whole population
 per request, length-sorted groups, the prompt's keys/values shared (causal LMs), only the
 label words' logits at the read-out position, bf16 where the processor runs it fast.
 
@@ -29,10 +29,10 @@ import time
 import numpy as np
 import torch
 
-from .blackbox import Batch, BlackBox
-from .forward import DeepPrompt
-from .models import LanguageModel, load_model, word_tokenizer
-from .profiles import DTYPES, default_device, default_dtype
+from ..service.blackbox import Batch, BlackBox
+from ..service.forward import DeepPrompt
+from ..lm.models import LanguageModel, load_model, word_tokenizer
+from ..core.profiles import DTYPES, default_device, default_dtype
 
 # Configurations of real models, for random-weight timing runs without the hub.
 SHAPES = {
@@ -98,8 +98,8 @@ def synthetic_batch(lm: LanguageModel, examples: int, tokens: int, classes: int,
 
 
 def real_batch(service: BlackBox, task: str, examples: int, seed: int = 1) -> Batch:
-    from .experiment import texts_for
-    from .tasks import get_task, kshot_split
+    from ..methods.experiment import texts_for
+    from ..data.tasks import get_task, kshot_split
 
     t = get_task(task)
     verbalizer = t.verbalizer(service.kind)
@@ -163,7 +163,7 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
     else:
         naive_lm = load_model(model, device=device, dtype=torch.float32)
         fast_lm = load_model(model, device=device, dtype=fast_dtype)
-        from .tasks import get_task
+        from ..data.tasks import get_task
 
         words = get_task(task).verbalizer(fast_lm.kind).words
     service = BlackBox(fast_lm, words)
@@ -226,7 +226,7 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bbt_mini.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bbt_mini.run.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2", help=f"smollm2, a hub name/folder, or one of {sorted(SHAPES)}")
     p.add_argument("--method", default="bbt", choices=("bbt", "bbtv2"))
     p.add_argument("--calls", type=int, default=100, help="API calls timed the package's way")

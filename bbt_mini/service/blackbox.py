@@ -29,8 +29,8 @@ its word embeddings and hidden states (:meth:`BlackBox.embedding_stats`,
 stays inside; only :func:`model_behind` opens the box, for the methods that are white-box
 on purpose.
 
-Where the work is done: :mod:`bbt_mini.encoding` (tokenising once, length groups),
-:mod:`bbt_mini.forward` (how a prompt enters the model) and :mod:`bbt_mini.metrics` (losses).
+Where the work is done: :mod:`bbt_mini.lm.encoding` (tokenising once, length groups),
+:mod:`bbt_mini.service.forward` (how a prompt enters the model) and :mod:`bbt_mini.core.metrics` (losses).
 """
 from __future__ import annotations
 
@@ -41,10 +41,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .encoding import Batch, encode
+from ..lm.encoding import Batch, encode
 from .forward import Forward
-from .metrics import LOSSES, accuracy, check_loss, cross_entropy, f1, hinge, neg_acc
-from .models import LanguageModel
+from ..core.metrics import LOSSES, accuracy, check_loss, cross_entropy, f1, hinge, neg_acc
+from ..lm.models import LanguageModel
 
 __all__ = ["BlackBox", "Batch", "BudgetExhausted", "Meter", "Response", "LOSSES", "accuracy", "cross_entropy", "f1",
            "hinge", "neg_acc", "model_behind"]
@@ -85,7 +85,7 @@ class BlackBox:
 
     Parameters
     ----------
-    lm: the model (see :func:`bbt_mini.models.load_model`); kept private.
+    lm: the model (see :func:`bbt_mini.lm.models.load_model`); kept private.
     label_words: one word per class, each a single token (``" positive"``...).
     loss: ``"ce"`` (cross-entropy over the label words), ``"hinge"`` or ``"neg_acc"``.
     budget: the most API calls this service will answer (``None``: no limit).
@@ -266,7 +266,7 @@ def model_behind(service: BlackBox) -> LanguageModel:
     """The model a service was built from: the one sanctioned way through the boundary.
 
     Not part of what a provider publishes. For methods that are white-box on purpose (the
-    gradient baselines, :mod:`bbt_mini.whitebox`) and for chapters that look inside the model;
+    gradient baselines, :mod:`bbt_mini.service.whitebox`) and for chapters that look inside the model;
     a tuner never calls it.
     """
     return service._lm

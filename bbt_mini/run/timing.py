@@ -12,7 +12,7 @@ whole population, and one candidate) and prices every run from them:
 A run with more examples or a longer prompt than the probe is scaled by its examples and
 tokens. It is an estimate, printed as one: it leaves out model loading (seconds once the
 converted model is cached) and what the chapter does beside the runs, and runs already in
-the run cache (:mod:`bbt_mini.runs`) cost nothing.
+the run cache (:mod:`bbt_mini.run.runs`) cost nothing.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .profiles import Profile, default_device, default_dtype, get_profile
+from ..core.profiles import Profile, default_device, default_dtype, get_profile
 
 GRADIENT_FORWARDS = 3  # a backward pass costs about two forwards
 
@@ -76,7 +76,7 @@ class Plan:
 
     def probe(self) -> dict:
         """Seconds for one population request and one single-candidate request, on this device."""
-        from .experiment import prepare
+        from ..methods.experiment import prepare
 
         p = self.profile
         setup = prepare(self.task, self.model, seed=1, profile=p, test_size=2)  # no test set needed
@@ -135,7 +135,7 @@ class Plan:
         return "\n".join(lines)
 
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "gpu" / "chapters.json"
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "gpu" / "chapters.json"
 
 
 def recorded_gpu_time(chapter: str, path: Path = RESULTS) -> str:

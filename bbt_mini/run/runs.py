@@ -25,16 +25,16 @@ import json
 import os
 from pathlib import Path
 
-from .bbt import BBTConfig, run_bbt
-from .bbtv2 import run_bbtv2
-from .models import cache_dir
-from .profiles import Profile, default_device, default_dtype, get_profile
-from .results import dtype_name, to_json, versions
-from .tuning import check_test_at
+from ..methods.bbt import BBTConfig, run_bbt
+from ..methods.bbtv2 import run_bbtv2
+from ..lm.models import cache_dir
+from ..core.profiles import Profile, default_device, default_dtype, get_profile
+from ..core.results import dtype_name, to_json, versions
+from ..methods.tuning import check_test_at
 
 METHODS = ("manual", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
 TUNERS = ("bbt", "bbtv2")  # the black-box methods: settings from BBTConfig/BBTv2Config, checkpoints
-REMOTE_METHODS = ("manual", "bbt")  # what runs through an OpenAI-compatible server (bbt_mini.remote)
+REMOTE_METHODS = ("manual", "bbt")  # what runs through an OpenAI-compatible server (bbt_mini.service.remote)
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))
 # The options of the baselines the command line passes on (more can be given from Python).
 BASELINE_OPTIONS = {"manual": (), "icl": ("per_class",), "prompt_tuning": ("prompt_length", "steps"),
@@ -74,12 +74,12 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
     """Run ``method`` once. ``config`` overrides BBT/BBTv2 settings (``budget=``, ``sampler=``...);
     ``method_kw`` passes options to a baseline (``steps=``, ``per_class=``...). ``test_at``
     (BBT/BBTv2): budgets at which the prompt a run of that budget would return is also tested,
-    listed in ``result["test_at"]`` (see :mod:`bbt_mini.tuning`). Settings that
+    listed in ``result["test_at"]`` (see :mod:`bbt_mini.methods.tuning`). Settings that
     are out of range or do not apply to the method are refused before the model loads.
-    ``service``: a remote black box, its URL or a :class:`bbt_mini.remote.RemoteService` (``bbt`` and
+    ``service``: a remote black box, its URL or a :class:`bbt_mini.service.remote.RemoteService` (``bbt`` and
     ``manual`` only: the others need the model's layers or gradients)."""
-    from . import baselines
-    from .experiment import prepare
+    from ..methods import baselines
+    from ..methods.experiment import prepare
 
     kw = dict(method_kw or {})
     check_options(method, config, kw, checkpoint, k, test_size, test_at)
@@ -115,8 +115,9 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
 def source_hash() -> str:
     """A hash of the package's source files: results computed by other code are not reused."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode())
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):  # every module, in every layer's folder
+        h.update(path.relative_to(package).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

@@ -1,6 +1,6 @@
 """Examples as the service holds them: tokenised once, grouped by length, padded per group.
 
-A :class:`Batch` is built once per set of examples (:meth:`bbt_mini.blackbox.BlackBox.encode`)
+A :class:`Batch` is built once per set of examples (:meth:`bbt_mini.service.blackbox.BlackBox.encode`)
 and reused by every API call: the text never goes through the tokenizer again. Each example
 is split into the token ids before the prompt (``head``, or ``before`` when the prompt goes
 between two texts) and after it (``pieces``), with the read-out position inside its piece

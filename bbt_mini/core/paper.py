@@ -46,7 +46,7 @@ def method_label(result: dict) -> str:
     """A result's row name: the method as the papers name it, and its optimiser if not CMA-ES.
 
     BBT and BBTv2 results name a non-CMA optimiser in their method (``bbtv2-sep-cma``, see
-    :func:`bbt_mini.bbt.method_name`), so runs with different optimisers never share a row.
+    :func:`bbt_mini.methods.bbt.method_name`), so runs with different optimisers never share a row.
     """
     method = result["method"]
     optimizer = (result.get("config") or {}).get("optimizer", "cma")

@@ -4,7 +4,7 @@ Black-box tuning never sees the model. Its references do: prompt tuning (Lester 
 2021) back-propagates through the model into the prompt, and Feature-MLP reads the
 model's hidden states. They are white-box *on purpose*, to measure what the boundary
 costs, and they get the model only through :class:`WhiteBox`, built from a service with
-:meth:`WhiteBox.behind`. The forward is the service's own (:class:`bbt_mini.forward.Forward`),
+:meth:`WhiteBox.behind`. The forward is the service's own (:class:`bbt_mini.service.forward.Forward`),
 so the same prompt gives the same logits on both sides, here with gradients.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from .blackbox import BlackBox, model_behind
-from .encoding import Batch, encode
+from ..lm.encoding import Batch, encode
 from .forward import Forward
-from .models import LanguageModel, load_model
+from ..lm.models import LanguageModel, load_model
 
 
 class WhiteBox:

@@ -5,7 +5,7 @@
 BBT's search (:class:`Subspace`): one derivative-free optimiser over ``z`` in ``R^d``; each
 candidate becomes the prompt ``A z + p0`` through a fixed random projection. The loop
 around it (ask, evaluate, tell, record, dev checks, checkpoints) is shared with BBTv2 and
-lives in :mod:`bbt_mini.tuning`; the result's schema in :mod:`bbt_mini.results`.
+lives in :mod:`bbt_mini.methods.tuning`; the result's schema in :mod:`bbt_mini.core.results`.
 
 :class:`BBTConfig` is the one place BBT's settings are defined: the command line's flags,
 their help and their choices are read from its fields.
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .blackbox import LOSSES, BlackBox
+from ..service.blackbox import LOSSES, BlackBox
 from .experiment import Setup
-from .optimizers import OPTIMIZERS, Optimizer, make_optimizer, restore
-from .profiles import Profile
-from .projection import P0_FIRST_TOKEN, P0_FORMS, SAMPLERS, Projection, build_p0, check_p0, make_A
-from .results import to_json, versions  # noqa: F401  (re-exported: bbt_mini.bbt.to_json, .versions)
+from ..core.optimizers import OPTIMIZERS, Optimizer, make_optimizer, restore
+from ..core.profiles import Profile
+from ..core.projection import P0_FIRST_TOKEN, P0_FORMS, SAMPLERS, Projection, build_p0, check_p0, make_A
+from ..core.results import to_json, versions  # noqa: F401  (re-exported: bbt_mini.methods.bbt.to_json, .versions)
 from .tuning import Run, tune  # noqa: F401  (Run re-exported for chapter 2)
 
 LOSS_NAMES = tuple(sorted(LOSSES))
@@ -93,7 +93,7 @@ def settings(config_class=BBTConfig) -> list:
 
 
 def p0_for(service: BlackBox, config: BBTConfig, seed: int | None = None) -> np.ndarray:
-    """``p0`` (:func:`bbt_mini.projection.build_p0`): by default the embeddings of ``L`` real tokens
+    """``p0`` (:func:`bbt_mini.core.projection.build_p0`): by default the embeddings of ``L`` real tokens
     (ids from :data:`P0_FIRST_TOKEN`, as the authors' code); ``seed`` draws ``random-tokens``."""
     return build_p0(config.p0, service, config.prompt_length, seed, first=P0_FIRST_TOKEN)
 

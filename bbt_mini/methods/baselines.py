@@ -10,7 +10,7 @@ Through the black box (no weights needed):
   whole test input, whatever the setup's placement, and stay within the model's length limit.
 
 With the weights (what a reader who *can* download the model would do; these cross the
-service boundary on purpose, through :class:`bbt_mini.whitebox.WhiteBox`):
+service boundary on purpose, through :class:`bbt_mini.service.whitebox.WhiteBox`):
 
 * :func:`prompt_tuning`: the same soft prompt, trained by gradient descent with Adam
   (Lester et al., 2021);
@@ -28,18 +28,18 @@ import numpy as np
 import torch
 
 from .bbt import P0_FIRST_TOKEN  # prompt tuning starts, like BBT's p0, from tokens 1000, 1001, ...
-from .blackbox import Batch, BlackBox
+from ..service.blackbox import Batch, BlackBox
 from .experiment import Setup, evaluate, scores, texts_for
-from .results import result, used_since
-from .whitebox import WhiteBox
+from ..core.results import result, used_since
+from ..service.whitebox import WhiteBox
 
 DEMO_SEPARATOR = "\n\n"  # after each demonstration
 
 
 def _result(setup: Setup, method: str, test: dict, before: dict, **extra) -> dict:
-    """The common result schema (:func:`bbt_mini.results.result`); ``before``: the meter when the run began.
+    """The common result schema (:func:`bbt_mini.core.results.result`); ``before``: the meter when the run began.
 
-    The gradient baselines work on the weights (:class:`~bbt_mini.whitebox.WhiteBox`), not through
+    The gradient baselines work on the weights (:class:`~bbt_mini.service.whitebox.WhiteBox`), not through
     the service, so its meter shows none of their passes: they report them as ``passes``.
     """
     return result(setup, method, test, used_since(setup.service.meter, before), **extra)

@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from .bbt import BBTConfig, method_name, p0_for, setting
-from .blackbox import BlackBox
+from ..service.blackbox import BlackBox
 from .experiment import Setup
-from .optimizers import Optimizer, make_optimizer, restore
-from .profiles import Profile
-from .projection import SAMPLERS, make_A
+from ..core.optimizers import Optimizer, make_optimizer, restore
+from ..core.profiles import Profile
+from ..core.projection import SAMPLERS, make_A
 from .tuning import tune
 
 # Each layer's optimiser gets its own seed, seed * LAYER_SEEDS + layer + 1: distinct for every
@@ -136,7 +136,7 @@ def run_bbtv2(setup: Setup, config: BBTv2Config, seed: int | None = None, checkp
               resume: bool = False, progress: bool = True, test: bool = True) -> dict:
     """Tune a deep prompt with BBTv2's divide and conquer; test the best-dev prompt.
 
-    Same contract as :func:`bbt_mini.bbt.run_bbt` (budget, dev checks, checkpoints, result).
+    Same contract as :func:`bbt_mini.methods.bbt.run_bbt` (budget, dev checks, checkpoints, result).
     """
     config.check()
     seed = setup.seed if seed is None else seed

@@ -5,7 +5,7 @@
 * ``frozen-cma``: pycma with the covariance frozen at its start, the identity (option
   ``CMA_on=0``: both covariance learning rates ``c1`` and ``c_mu`` are zero); the mean and the
   step size still adapt, so comparing it with ``cma`` shows what learning ``C`` buys;
-* ``mini-cma``: the book's own :class:`bbt_mini.cmaes.CMAES`, for teaching;
+* ``mini-cma``: the book's own :class:`bbt_mini.core.cmaes.CMAES`, for teaching;
 * ``random``: random search, every candidate drawn afresh from ``N(0, sigma0^2 I)``: the
   baseline that shows what CMA-ES's adaptation buys.
 

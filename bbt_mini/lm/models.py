@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .profiles import default_device, default_dtype
+from ..core.profiles import default_device, default_dtype
 
 CACHE_ENV = "BBT_MINI_CACHE"
 MODEL_ENV = "BBT_MODEL"
@@ -235,8 +235,8 @@ def _load(name: str, device: torch.device, dtype: torch.dtype) -> LanguageModel:
 def load_model(name: str = "smollm2", device=None, dtype=None) -> LanguageModel:
     """Load (once per process) the model ``name``: ``smollm2``, a hub name or a local folder.
 
-    ``device`` and ``dtype`` default to :func:`bbt_mini.profiles.default_device` and
-    :func:`bbt_mini.profiles.default_dtype`.
+    ``device`` and ``dtype`` default to :func:`bbt_mini.core.profiles.default_device` and
+    :func:`bbt_mini.core.profiles.default_dtype`.
     """
     device = default_device(device)
     return _load(str(name), device, default_dtype(device, dtype))
