@@ -10,10 +10,15 @@ import os
 import sys
 from pathlib import Path
 
+from .core import settings as machine
+from .core.profiles import PROFILES
+from .core.results import to_json
+from .core.settings import DEFAULT_MAX_MODEL_LEN, DEFAULT_PORT, DTYPE_NAMES, DTYPES
+from .data.tasks import TASKS, csv_task
+from .lm.loading import load_model
 from .methods.bbt import BBTConfig, settings
 from .methods.experiment import PLACEMENTS
-from .core.profiles import DTYPES, PROFILES
-from .core.results import to_json
+from .run import runs, server
 from .run.runs import CONFIG_FIELDS, METHODS
 
 
@@ -81,22 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="build the server's environment once and start vLLM on the model "
                            "(an OpenAI-compatible server for --service)")
     serve.add_argument("--model", default="smollm2", help="smollm2 (offline) or a local model folder")
-    serve.add_argument("--port", type=int, default=8011)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--api-key", help="refuse requests without this key (default: $BBT_API_KEY, else none)")
-    serve.add_argument("--max-model-len", type=int, default=512, help="the most tokens of one sequence")
-    serve.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
-                       help="the server's number format (default: bfloat16 on a GPU, float32 on a CPU)")
+    serve.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN,
+                       help="the most tokens of one sequence")
+    serve.add_argument("--dtype", choices=DTYPE_NAMES,
+                       help="the server's number format (default: bfloat16 on a GPU that runs it natively, float16 "
+                       "on older ones such as a T4, float32 on a CPU)")
     serve.add_argument("--build-only", action="store_true", help="build the environment and stop")
     return parser
 
 
 def serve(args) -> int:
-    from .run import server
-
     if args.build_only:
         print(server.build())
         return 0
-    key = args.api_key or os.environ.get("BBT_API_KEY")
+    key = machine.api_key(args.api_key)
     return server.serve(args.model, args.port, key, max_model_len=args.max_model_len, dtype=args.dtype)
 
 
@@ -113,10 +118,6 @@ def check_paths(args) -> None:
 
 
 def run(args) -> dict:
-    from .run.runs import check_options
-    from .run.runs import run as run_method
-    from .data.tasks import csv_task
-
     if bool(args.task) == bool(args.csv):
         raise ValueError("give exactly one of --task or --csv")
     if args.csv and not (args.template and args.labels):
@@ -127,29 +128,23 @@ def run(args) -> dict:
         raise ValueError("--resume needs --checkpoint")
     if args.api_key and not args.service:
         raise ValueError("--api-key goes with --service")
-    if args.api_key:
-        os.environ["BBT_API_KEY"] = args.api_key  # read where the service is built (experiment.prepare)
     config = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name) is not None}
     method_kw = {name: getattr(args, name) for name in ("steps", "per_class") if getattr(args, name) is not None}
     test_size = "profile" if args.test_size is None else args.test_size
-    check_options(args.method, config, method_kw, args.checkpoint, args.k, test_size)
+    runs.check_options(args.method, config, method_kw, args.checkpoint, args.k, test_size)
     check_paths(args)
     task = args.task
     if args.csv:
         labels = parse_labels(args.labels)
-        from .lm.models import load_model
-
         kind = "causal" if args.service else load_model(args.model, device=args.device, dtype=args.dtype).kind
         task = csv_task(args.csv, args.template, labels, kind=kind)
-    return run_method(args.method, task, args.model, args.seed, args.profile, variant=args.variant,
+    return runs.run(args.method, task, args.model, args.seed, args.profile, variant=args.variant,
                       placement=args.placement, k=args.k, test_size=test_size, checkpoint=args.checkpoint,
                       resume=args.resume, progress=not args.quiet, device=args.device, dtype=args.dtype,
-                      method_kw=method_kw, service=args.service, **config)
+                      method_kw=method_kw, service=args.service, api_key=args.api_key, **config)
 
 
 def list_tasks() -> None:
-    from .data.tasks import TASKS
-
     for name, task in TASKS.items():
         print(f"{name:16s} {task.source:8s} {len(task.classes)} classes  {task.description}")
 

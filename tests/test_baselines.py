@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini.methods import baselines
-from bbt_mini.service.blackbox import model_behind
-from bbt_mini.methods.experiment import prepare, texts_for
 from bbt_mini.data.tasks import csv_task
+from bbt_mini.methods import baselines
+from bbt_mini.methods.experiment import texts_for
+from bbt_mini.run.prepare import prepare
+from bbt_mini.service.blackbox import model_behind
 from bbt_mini.service.whitebox import WhiteBox
 
 
@@ -142,7 +143,8 @@ def test_prompt_tuning_lowers_the_training_loss_on_the_service_forward(tiny_caus
 
 def test_prompt_tuning_reports_a_weight_that_moved(tmp_path, monkeypatch):
     """``weights_unchanged`` is a real check: a step that also nudges one weight is reported."""
-    from bbt_mini.lm.models import load_model, tiny_random_causal_lm
+    from bbt_mini.lm.loading import load_model
+    from bbt_mini.lm.tiny import tiny_random_causal_lm
 
     lm = load_model(str(tiny_random_causal_lm(tmp_path, seed=3)), device="cpu", dtype=torch.float32)
     s = prepare("rotten_tomatoes", lm, seed=1, profile="ci", k=1, test_size=2)
@@ -163,8 +165,8 @@ def test_features_read_the_whole_text_with_either_placement(tiny_causal_setup):
     s = tiny_causal_setup
     box = WhiteBox.behind(s.service)
     between = box.encode(texts_for(s.task, s.verbalizer, s.split.test, box, "between"), s.test.labels)
-    prepend = baselines.features(box, s.test)
-    np.testing.assert_allclose(baselines.features(box, between).numpy(), prepend.numpy(), atol=1e-5)
+    prepend = box.features(s.test)
+    np.testing.assert_allclose(box.features(between).numpy(), prepend.numpy(), atol=1e-5)
     lm = model_behind(s.service)
     with torch.no_grad():
         for i, ex in enumerate(s.split.test):

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
-from bbt_mini.methods.bbt import P0_FIRST_TOKEN, BBTConfig, projection_for, run_bbt, to_json
+from bbt_mini.core.paper import method_label, results_table
+from bbt_mini.core.projection import P0_FIRST_TOKEN
+from bbt_mini.core.results import to_json
+from bbt_mini.methods.bbt import BBTConfig, projection_for, run_bbt
 from bbt_mini.methods.bbtv2 import LAYER_SEEDS, BBTv2Config, layer_seed, run_bbtv2
 from bbt_mini.methods.experiment import evaluate
-from bbt_mini.core.paper import method_label, results_table
 
 
 @pytest.fixture(scope="module")

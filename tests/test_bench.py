@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini.run.bench import SHAPE_WORDS, naive_logits, random_shape_model, synthetic_batch
+from bbt_mini.lm.tiny import SHAPE_WORDS, random_shape_model, synthetic_batch
+from bbt_mini.run.bench import naive_logits
 from bbt_mini.service.blackbox import BlackBox
 
 # roberta-large's shape made small: the test is about agreement, not size

@@ -20,7 +20,7 @@ def test_chapter_4_runs_with_a_masked_lm_named_in_bbt_model(tmp_path, monkeypatc
     import jupytext
     import nbclient
 
-    from bbt_mini.lm.models import tiny_random_masked_lm
+    from bbt_mini.lm.tiny import tiny_random_masked_lm
 
     folder = tiny_random_masked_lm(tmp_path / "tiny-roberta", "roberta")
     nb = jupytext.read(CHAPTER)

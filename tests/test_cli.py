@@ -5,7 +5,7 @@ import json
 import pytest
 from tiny import tiny_folder
 
-import bbt_mini.lm.models
+import bbt_mini.lm.loading
 import bbt_mini.run.runs
 from bbt_mini.__main__ import build_parser, main, parse_labels
 from bbt_mini.methods.bbt import BBTConfig
@@ -26,7 +26,7 @@ def no_model(monkeypatch):
     """Any attempt to load a model fails the test: the CLI must refuse bad input before."""
     def load(*args, **kwargs):
         raise AssertionError("a model was loaded before the arguments were checked")
-    monkeypatch.setattr(bbt_mini.lm.models, "_load", load)
+    monkeypatch.setattr(bbt_mini.lm.loading, "_load", load)
 
 
 def test_run_bbt_writes_json(tiny, tmp_path, capsys):

@@ -12,7 +12,8 @@ not asserted: chapter 3 discusses it.
 import numpy as np
 import pytest
 
-from bbt_mini.methods.experiment import evaluate, prepare
+from bbt_mini.methods.experiment import evaluate
+from bbt_mini.run.prepare import prepare
 from bbt_mini.run.runs import cached_run
 
 

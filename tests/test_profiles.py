@@ -3,8 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini.core import profiles
-from bbt_mini.core.profiles import PROFILES, default_dtype, get_profile, gpu_dtype, task_sizes
+from bbt_mini.core import settings
+from bbt_mini.core.profiles import PROFILES, get_profile, task_sizes
+from bbt_mini.core.settings import default_dtype, gpu_dtype
+from bbt_mini.methods.bbt import BBTConfig
+from bbt_mini.methods.registry import config
 from bbt_mini.run.timing import Plan
 
 
@@ -16,7 +19,7 @@ from bbt_mini.run.timing import Plan
     ((9, 0), torch.bfloat16),  # H100
 ])
 def test_gpu_gets_bf16_only_from_compute_capability_8(monkeypatch, capability, expected):
-    monkeypatch.delenv(profiles.DTYPE_ENV, raising=False)
+    monkeypatch.delenv(settings.DTYPE_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 reports
     assert default_dtype(torch.device("cuda")) == expected
@@ -24,15 +27,15 @@ def test_gpu_gets_bf16_only_from_compute_capability_8(monkeypatch, capability, e
 
 @pytest.mark.parametrize("fast_bf16, expected", [(True, torch.bfloat16), (False, torch.float32)])
 def test_cpu_gets_bf16_only_with_bf16_instructions(monkeypatch, fast_bf16, expected):
-    monkeypatch.delenv(profiles.DTYPE_ENV, raising=False)
-    monkeypatch.setattr(profiles, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.delenv(settings.DTYPE_ENV, raising=False)
+    monkeypatch.setattr(settings, "cpu_has_fast_bf16", lambda: fast_bf16)
     assert default_dtype(torch.device("cpu")) == expected
 
 
 def test_dtype_override_by_environment_and_clear_error(monkeypatch):
-    monkeypatch.setenv(profiles.DTYPE_ENV, "fp16")
+    monkeypatch.setenv(settings.DTYPE_ENV, "fp16")
     assert default_dtype(torch.device("cpu")) == torch.float16
-    monkeypatch.setenv(profiles.DTYPE_ENV, "float8")
+    monkeypatch.setenv(settings.DTYPE_ENV, "float8")
     with pytest.raises(ValueError, match="unknown dtype 'float8'"):
         default_dtype(torch.device("cpu"))
 
@@ -42,12 +45,12 @@ def test_gpu_dtype_boundary_is_ampere():
 
 
 def test_default_profile_is_colab_on_a_gpu_and_small_on_a_cpu(monkeypatch):
-    monkeypatch.delenv(profiles.PROFILE_ENV, raising=False)
+    monkeypatch.delenv(settings.PROFILE_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert get_profile().name == "colab"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert get_profile().name == "small"
-    monkeypatch.setenv(profiles.PROFILE_ENV, "full")
+    monkeypatch.setenv(settings.PROFILE_ENV, "full")
     assert get_profile().name == "full"
     with pytest.raises(ValueError, match="unknown profile"):
         get_profile("huge")
@@ -116,7 +119,7 @@ def test_plan_report_names_device_profile_and_every_item(monkeypatch):
 
 def test_runs_at_once_give_the_results_of_runs_in_turn(tmp_path, monkeypatch):
     """Two worker processes return the same results, in the jobs' order, as one after another."""
-    from bbt_mini.lm.models import tiny_random_masked_lm
+    from bbt_mini.lm.tiny import tiny_random_masked_lm
     from bbt_mini.run.runs import cached_runs
 
     monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
@@ -149,12 +152,12 @@ def test_cached_runs_rejects_bad_jobs_and_workers(monkeypatch):
 
 
 def test_device_comes_from_the_argument_then_bbt_device(monkeypatch):
-    monkeypatch.setenv(profiles.DEVICE_ENV, "meta")
-    assert profiles.default_device() == torch.device("meta")
-    assert profiles.default_device("cpu") == torch.device("cpu")
-    monkeypatch.delenv(profiles.DEVICE_ENV)
+    monkeypatch.setenv(settings.DEVICE_ENV, "meta")
+    assert settings.default_device() == torch.device("meta")
+    assert settings.default_device("cpu") == torch.device("cpu")
+    monkeypatch.delenv(settings.DEVICE_ENV)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert profiles.default_device() == torch.device("cpu")
+    assert settings.default_device() == torch.device("cpu")
 
 
 @pytest.fixture()
@@ -164,8 +167,8 @@ def counted_runs(tmp_path, monkeypatch):
 
     monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
     monkeypatch.delenv("BBT_RECOMPUTE", raising=False)
-    monkeypatch.delenv(profiles.DTYPE_ENV, raising=False)
-    monkeypatch.delenv(profiles.DEVICE_ENV, raising=False)
+    monkeypatch.delenv(settings.DTYPE_ENV, raising=False)
+    monkeypatch.delenv(settings.DEVICE_ENV, raising=False)
     computed = []
 
     def fake_run(method, task, model, seed, profile, **kw):
@@ -192,12 +195,12 @@ def test_cached_run_reads_back_an_identical_run(counted_runs, tmp_path):
 def test_cached_run_key_changes_with_the_resolved_dtype(counted_runs, monkeypatch):
     from bbt_mini.run.runs import cached_run
 
-    monkeypatch.setenv(profiles.DTYPE_ENV, "bfloat16")
+    monkeypatch.setenv(settings.DTYPE_ENV, "bfloat16")
     cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
-    monkeypatch.setenv(profiles.DTYPE_ENV, "float32")  # as the appendix suggests: must not read the bf16 result
+    monkeypatch.setenv(settings.DTYPE_ENV, "float32")  # as the appendix suggests: must not read the bf16 result
     r = cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
     assert r["cached"] is False and len(counted_runs) == 2
-    monkeypatch.setenv(profiles.DTYPE_ENV, "bf16")  # the same format by another name: the same run
+    monkeypatch.setenv(settings.DTYPE_ENV, "bf16")  # the same format by another name: the same run
     assert cached_run("bbt", "rotten_tomatoes", seed=1, profile="ci", device="cpu")["cached"] is True
 
 
@@ -218,20 +221,35 @@ def test_bbt_recompute_ignores_the_cache(counted_runs, monkeypatch):
     assert len(counted_runs) == 2
 
 
-def test_profile_makes_each_tuners_config_and_bbtv2_gets_its_own_budget():
-    p = PROFILES["small"].replace(bbtv2_budget=70, budget=40, sampler="uniform")
-    bbt, v2 = p.config("bbt"), p.config("bbtv2", popsize=5)
+def test_the_registry_makes_each_tuners_config_and_bbtv2_gets_its_own_budget():
+    p = PROFILES["small"].replace(bbtv2_budget=70, budget=40)
+    bbt, v2 = config("bbt", p), config("bbtv2", p, popsize=5)
     assert (bbt.budget, bbt.sampler, bbt.prompt_length, bbt.intrinsic_dim) == (40, "uniform", 10, 100)
     assert (v2.budget, v2.sampler, v2.popsize) == (70, "normal", 5) and type(v2).__name__ == "BBTv2Config"
     with pytest.raises(ValueError, match="not 'manual'"):
-        p.config("manual")
+        config("manual", p)
     assert Plan(p).add("v2", method="bbtv2").calls() == 70
 
 
 def test_chosen_model_reads_the_environment_else_the_offline_default(monkeypatch):
-    from bbt_mini.lm.models import chosen_model
+    from bbt_mini.core.settings import chosen_model
 
     monkeypatch.delenv("BBT_MODEL", raising=False)
     assert chosen_model() == "smollm2"
     monkeypatch.setenv("BBT_MODEL", "roberta-large")
     assert chosen_model() == "roberta-large"
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_bbt_means_bbts_uniform_A_in_every_profile(name):
+    """Issue 17: BBT's sampler is its paper's (nn.Linear's default init) in every profile; BBTv2 keeps its normal."""
+    assert config("bbt", name).sampler == "uniform"
+    assert config("bbtv2", name).sampler == "normal"
+
+
+def test_the_papers_settings_have_one_copy():
+    """BBTConfig's defaults are the full profile's sizes; the smaller profiles differ from full only where they say."""
+    full = PROFILES["full"]
+    assert config("bbt", full) == BBTConfig()
+    for name, p in PROFILES.items():
+        assert (p.sigma0, p.alpha, p.sampler) == (full.sigma0, full.alpha, full.sampler), name

@@ -7,10 +7,22 @@ import pytest
 import torch
 from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
+from bbt_mini.core.projection import (
+    RANDOM_P0_LOW,
+    Projection,
+    build_p0,
+    check_p0,
+    make_A,
+    normal_std,
+    normal_v1,
+    p0_token_ids,
+    phrase_token_ids,
+    random_token_ids,
+    uniform_A,
+)
 from bbt_mini.methods.bbt import BBTConfig, projection_for
+from bbt_mini.run.runs import pretrained_p0
 from bbt_mini.service.blackbox import model_behind
-from bbt_mini.core.projection import (RANDOM_P0_LOW, Projection, build_p0, check_p0, make_A, normal_std, normal_v1,
-                                 p0_token_ids, phrase_token_ids, pretrained_p0, random_token_ids, uniform_A)
 
 
 @pytest.fixture(scope="module")

@@ -184,7 +184,7 @@ def test_remote_scores_are_the_label_log_softmax_of_the_sequences_sent_in_chunks
             np.testing.assert_allclose(r.logits[c, i], expected, atol=1e-5)
     # 12 sequences in chunks of 5, after the canary; two in flight arrive in either order
     assert stub.sizes[0] == 2 and sorted(stub.sizes[1:]) == [2, 5, 5]  # the canary's two sequences first
-    from bbt_mini.service.blackbox import cross_entropy
+    from bbt_mini.core.metrics import cross_entropy
 
     np.testing.assert_allclose(r.loss, cross_entropy(r.logits, batch.labels), rtol=1e-6)
     m = service.meter
@@ -377,7 +377,7 @@ def test_bbtv2_and_white_box_methods_are_refused_through_a_service_before_any_ca
 
 def test_bbt_runs_unchanged_through_the_remote_service(stub, tiny_causal):
     from bbt_mini.methods.bbt import BBTConfig, run_bbt
-    from bbt_mini.methods.experiment import prepare
+    from bbt_mini.run.prepare import prepare
 
     service = _service(stub, tiny_causal, per_request=16)
     setup = prepare("rotten_tomatoes", tiny_causal, seed=1, profile="ci", k=2, test_size=6, service=service)
@@ -393,7 +393,7 @@ def test_service_url_builds_a_remote_service_with_the_key_and_the_servers_dtype(
                                                                                  tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from bbt_mini.methods.experiment import prepare
+    from bbt_mini.run.prepare import prepare
     from bbt_mini.service.remote import RemoteService
 
     stub.key = "k"

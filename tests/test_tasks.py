@@ -1,9 +1,9 @@
 """Tasks and k-shot splits: determinism, disjointness, balance, bad input, user CSVs."""
 import pytest
 
-from bbt_mini.methods.experiment import prepare
-from bbt_mini.lm.models import load_model
 from bbt_mini.data.tasks import OFFLINE_TASKS, csv_task, get_task, kshot_split, load_data
+from bbt_mini.lm.loading import load_model
+from bbt_mini.run.prepare import prepare
 
 
 @pytest.mark.parametrize("name", OFFLINE_TASKS)

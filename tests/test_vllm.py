@@ -63,8 +63,8 @@ def _remote(**kw):
 
 
 def test_vllm_label_word_scores_match_the_in_process_model(vllm, smol):
+    from bbt_mini.run.prepare import prepare
     from bbt_mini.service.blackbox import BlackBox
-    from bbt_mini.methods.experiment import prepare
 
     remote = _remote()
     setup = prepare("rotten_tomatoes", "smollm2", seed=1, profile="ci", service=remote)
@@ -100,9 +100,9 @@ def test_vllm_refuses_a_wrong_api_key_clearly(vllm):
 def test_vllm_bbt_killed_server_is_a_clear_error_and_resume_ends_like_the_uninterrupted_run(vllm, tmp_path,
                                                                                               monkeypatch, capsys):
     from bbt_mini.__main__ import main
-    from bbt_mini.methods.bbt import run_bbt
-    from bbt_mini.methods.experiment import prepare
     from bbt_mini.core.profiles import get_profile
+    from bbt_mini.methods.bbt import BBTConfig, run_bbt
+    from bbt_mini.run.prepare import prepare
     from bbt_mini.service.remote import RemoteService, ServiceUnavailable
 
     monkeypatch.setenv("BBT_API_KEY", "")
@@ -125,7 +125,7 @@ def test_vllm_bbt_killed_server_is_a_clear_error_and_resume_ends_like_the_uninte
     checkpoint = tmp_path / "run.ckpt"
     t0 = time.perf_counter()
     with pytest.raises(ServiceUnavailable, match="after 3 tries.*--resume"):
-        run_bbt(setup, get_profile("ci").config("bbt"), seed=1, checkpoint=checkpoint, progress=False)
+        run_bbt(setup, BBTConfig.from_profile(get_profile("ci")), seed=1, checkpoint=checkpoint, progress=False)
     assert time.perf_counter() - t0 < 120 and checkpoint.exists()
 
     vllm.start()

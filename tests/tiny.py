@@ -11,19 +11,19 @@ TINY = {"prompt_length": 2, "intrinsic_dim": 6, "popsize": 4, "budget": 16, "eva
 
 
 def tiny_folder(tmp_path_factory, family: str = "roberta"):
-    from bbt_mini.lm.models import tiny_random_masked_lm
+    from bbt_mini.lm.tiny import tiny_random_masked_lm
 
     return tiny_random_masked_lm(tmp_path_factory.mktemp(f"tiny-{family}"), family)
 
 
 def tiny_lm(folder, dtype=torch.float32):
-    from bbt_mini.lm.models import load_model
+    from bbt_mini.lm.loading import load_model
 
     return load_model(str(folder), device="cpu", dtype=dtype)
 
 
 def tiny_setup(lm, seed: int = 1, k: int = 2, test_size: int = 8, **kw):
     """Rotten Tomatoes, ``k`` shots per class, ``test_size`` test sentences, on ``lm``."""
-    from bbt_mini.methods.experiment import prepare
+    from bbt_mini.run.prepare import prepare
 
     return prepare("rotten_tomatoes", lm, seed=seed, profile="ci", k=k, test_size=test_size, **kw)

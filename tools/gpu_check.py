@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "results" / "gpu"
+CHAPTERS_RECORD = ROOT / "bbt_mini" / "run" / "gpu_chapters.json"
 sys.path.insert(0, str(ROOT))
 
 TARGETS = {"roberta_8000_calls_s": 25.0, "speedup_vs_naive": 18.0, "peak_gb": 3.0, "bbtv2_over_bbt": 1.3}
@@ -74,8 +76,8 @@ def body_params(lm) -> int:
 def step_bench(out: Path, quick: bool) -> None:
     import torch
 
+    from bbt_mini.lm.loading import load_model
     from bbt_mini.run.bench import bench
-    from bbt_mini.lm.models import load_model
 
     cases = [  # (label, model, method, calls, examples, prompt_length, dtype: None = the device's default)
         ("roberta-large-shape BBT", "roberta-large-shape", "bbt", 8000, 32, 50, None),
@@ -98,7 +100,7 @@ def step_bench(out: Path, quick: bool) -> None:
         if model == "smollm2":  # the real model; else random weights of a real shape
             r["body_params"] = body_params(load_model("smollm2", dtype=getattr(torch, r["dtype"])))
         else:
-            from bbt_mini.run.bench import random_shape_model
+            from bbt_mini.lm.tiny import random_shape_model
 
             r["body_params"] = body_params(random_shape_model(model, torch.device("cpu"), torch.float32))
         # 2 FLOPs per parameter per token (attention's own products are small at ~100 tokens).
@@ -151,9 +153,10 @@ def step_chapters(out: Path, names: list[str], timeout: int) -> None:
     """
     import shutil
 
-    from bbt_mini.lm.models import cache_dir
+    from bbt_mini.core.settings import cache_dir
 
-    path = out / "chapters.json"
+    # the chapters' record ships with the package (bbt_mini.run.timing prints it in each chapter's plan)
+    path = CHAPTERS_RECORD if out == DEFAULT_OUT else out / "chapters.json"
     done = json.loads(path.read_text())["chapters"] if path.exists() else {}
     for name in names:
         nb = next((p for p in (ROOT / "book").rglob(f"{name}*.ipynb") if "_build" not in p.parts), None)
@@ -171,7 +174,7 @@ def step_chapters(out: Path, names: list[str], timeout: int) -> None:
         print(f"{nb.stem}: {'passed' if proc.returncode == 0 else 'FAILED'} in {wall:.0f} s", flush=True)
         if proc.returncode:
             print("\n".join(tail), flush=True)
-        write(out, "chapters", {"chapters": done})
+        write(path.parent, path.stem, {"chapters": done})
 
 
 def step_plans(out: Path, names: list[str]) -> None:
@@ -208,7 +211,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("step", choices=("bench", "workers", "chapters", "plans", "all"))
     p.add_argument("chapters", nargs="*", help="chapter names (prefixes such as 01_lmaas)")
-    p.add_argument("--out", default=str(ROOT / "results" / "gpu"))
+    p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--quick", action="store_true", help="tiny sizes: check the script itself, e.g. on a CPU")
     p.add_argument("--timeout", type=int, default=900, help="seconds per notebook cell")
     a = p.parse_args(argv)

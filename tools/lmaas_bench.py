@@ -164,10 +164,11 @@ def main(argv=None) -> dict:
 def measure(args) -> dict:
     import torch
 
-    from bbt_mini.methods.bbt import run_bbt
-    from bbt_mini.methods.experiment import prepare
-    from bbt_mini.lm.models import load_model
     from bbt_mini.core.profiles import get_profile
+    from bbt_mini.lm.loading import load_model
+    from bbt_mini.methods import registry
+    from bbt_mini.methods.bbt import run_bbt
+    from bbt_mini.run.prepare import prepare
     from bbt_mini.service.remote import RemoteService
 
     torch.manual_seed(0)
@@ -217,7 +218,7 @@ def measure(args) -> dict:
     out["bytes_per_call"]["saving_z_and_seed_vs_vllm"] = up_per_call / (d * 4 + 8)
     if not args.no_runs:
         profile = get_profile(args.profile)
-        config = profile.config("bbt")
+        config = registry.config("bbt", profile)
         runs = {}
         for name, setup in (("in_process", prepare("rotten_tomatoes", lm, seed=args.seed, profile=profile)),
                             ("vllm", prepare("rotten_tomatoes", "smollm2", seed=args.seed, profile=profile,

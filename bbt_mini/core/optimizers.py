@@ -18,6 +18,7 @@ import contextlib
 import pickle
 import warnings
 
+import cma
 import numpy as np
 
 from .cmaes import CMAES
@@ -59,8 +60,6 @@ class PyCMA(Optimizer):
 
     def __init__(self, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None,
                  diagonal: bool = False, learn_covariance: bool = True):
-        import cma
-
         if seed <= 0:
             raise ValueError("pycma reads seed 0 as 'seed from the clock'; use seeds from 1")
         opts = {"popsize": popsize, "seed": seed, "verbose": -9, "CMA_diagonal": diagonal,

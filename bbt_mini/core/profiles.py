@@ -1,4 +1,4 @@
-"""Experiment sizes, the device and the number format: the one place that picks them.
+"""Experiment sizes: plain data, the one place that says how big each experiment is.
 
 Read this first if you want to know why a chapter ran the numbers it ran. Every
 experiment in the book has four sizes:
@@ -18,19 +18,19 @@ experiment in the book has four sizes:
 Choose with the environment variable ``BBT_PROFILE`` or the ``name`` argument; by
 default ``colab`` when a CUDA GPU is present, otherwise ``small``. Settings that differ
 between chapters' experiments are chosen with :meth:`Profile.pick`, so each chapter
-states its sizes in one line.
+states its sizes in one line. A method's settings at a profile's sizes are built beside the
+methods (:func:`bbt_mini.methods.registry.config`); the device and the number format are
+:mod:`bbt_mini.core.settings`'.
+
+BBT's sampler is its paper's in every profile (``uniform``: the default initialisation of
+``nn.Linear``); BBTv2's normal sampler is BBTv2's own setting (:class:`bbt_mini.methods.bbtv2.BBTv2Config`).
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 
-import torch
-
-PROFILE_ENV = "BBT_PROFILE"
-DEVICE_ENV = "BBT_DEVICE"
-DTYPE_ENV = "BBT_DTYPE"
+from . import settings
 
 
 @dataclass(frozen=True)
@@ -48,23 +48,12 @@ class Profile:
     test_size: int | None  # test examples (None: the whole test set)
     seeds: tuple[int, ...]  # seeds a chapter averages over (paper: 3); pycma reads 0 as "clock"
     bbtv2_budget: int  # API calls for one BBTv2 run (paper: 8,000, 7,680 used)
-    sampler: str  # BBT's A: "uniform" (the BBT paper) or "normal" (BBTv2's, much faster at small budgets)
+    sampler: str  # BBT's A: "uniform", the BBT paper's (nn.Linear's default init), in every profile
     alpha: float  # scale of the normal sampler (1: A z as large as a word embedding)
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed, e.g. ``profile.replace(budget=100)``."""
         return dataclasses.replace(self, **changes)
-
-    def config(self, method: str, **overrides):
-        """BBT's or BBTv2's settings at this profile's sizes, then ``overrides``: the one place a
-        method's settings are made from a profile (see :meth:`bbt_mini.methods.bbt.BBTConfig.from_profile`)."""
-        from ..methods.bbt import BBTConfig
-        from ..methods.bbtv2 import BBTv2Config
-
-        configs = {"bbt": BBTConfig, "bbtv2": BBTv2Config}
-        if method not in configs:
-            raise ValueError(f"profiles size the tuners {sorted(configs)}, not {method!r}")
-        return configs[method].from_profile(self, **overrides)
 
     def pick(self, **by_profile):
         """The value for this profile, e.g. ``profile.pick(small=100, colab=2000, full=8000)``.
@@ -80,77 +69,27 @@ class Profile:
         return by_profile[self.name]
 
 
+# The papers' settings (Sun et al., 2022a, Table 2; 2022b): hours per chapter on a T4. The
+# methods' config defaults are read from here (bbt_mini.methods.bbt.BBTConfig).
+FULL = Profile(name="full", prompt_length=50, intrinsic_dim=500, popsize=20, budget=8000, sigma0=1.0, k_shot=16,
+               eval_every=100, test_size=None, seeds=(1, 2, 3), bbtv2_budget=8000, sampler="uniform", alpha=1.0)
+
 PROFILES = {
     # Proves that each chapter executes (0.5-2 minutes each on 2 float32 CPU cores): not an experiment.
-    "ci": Profile(
-        name="ci",
-        prompt_length=4,
-        intrinsic_dim=16,
-        popsize=4,
-        budget=16,
-        sigma0=1.0,
-        k_shot=2,
-        eval_every=8,
-        test_size=20,
-        seeds=(1, 2),
-        bbtv2_budget=16,
-        sampler="normal",
-        alpha=1.0,
-    ),
+    "ci": FULL.replace(name="ci", prompt_length=4, intrinsic_dim=16, popsize=4, budget=16, k_shot=2, eval_every=8,
+                       test_size=20, seeds=(1, 2), bbtv2_budget=16),
     # Calibrated on 2 CPU cores with SmolLM2-135M on Rotten Tomatoes (3 seeds each, 300 test
     # sentences; manual prompt 0.667): about 0.5 s per call of 16 sentences. At L=10, d=100,
-    # population 10, the best-dev prompt was found within 100 calls on every seed
-    # (test 0.707 +- 0.007 with the normal sampler; 0.67 with the uniform one).
-    "small": Profile(
-        name="small",
-        prompt_length=10,
-        intrinsic_dim=100,
-        popsize=10,
-        budget=100,
-        sigma0=1.0,
-        k_shot=8,
-        eval_every=50,
-        test_size=300,
-        seeds=(1, 2, 3),
-        bbtv2_budget=100,
-        sampler="normal",
-        alpha=1.0,
-    ),
+    # population 10, the best-dev prompt was found within 100 calls on every seed (test 0.67
+    # with BBT's uniform A; 0.707 +- 0.007 with BBTv2's normal one, which BBT does not use).
+    "small": FULL.replace(name="small", prompt_length=10, intrinsic_dim=100, popsize=10, budget=100, k_shot=8,
+                          eval_every=50, test_size=300, bbtv2_budget=100),
     # A free Colab T4 in at most 15 minutes per chapter (estimated from FLOP rates and the
     # H100 timings in results/gpu/ until a T4 run is recorded): the papers' L, d, population
     # and shots; 2,000 calls, where the calibration runs first saw BBT clear the manual prompt
-    # (shared calibration: 0.774 +- 0.015 at 2,000 calls vs 0.751, L = 10, d = 100, normal A);
-    # BBTv2's normal A, as in those runs (chapter 5 compares it with the uniform one).
-    "colab": Profile(
-        name="colab",
-        prompt_length=50,
-        intrinsic_dim=500,
-        popsize=20,
-        budget=2000,
-        sigma0=1.0,
-        k_shot=16,
-        eval_every=100,
-        test_size=1000,
-        seeds=(1, 2, 3),
-        bbtv2_budget=2000,
-        sampler="normal",
-        alpha=1.0,
-    ),
-    "full": Profile(
-        name="full",
-        prompt_length=50,
-        intrinsic_dim=500,
-        popsize=20,
-        budget=8000,
-        sigma0=1.0,
-        k_shot=16,
-        eval_every=100,
-        test_size=None,
-        seeds=(1, 2, 3),
-        bbtv2_budget=8000,
-        sampler="uniform",
-        alpha=1.0,
-    ),
+    # (shared calibration, with the normal A: 0.774 +- 0.015 at 2,000 calls vs 0.751, L = 10, d = 100).
+    "colab": FULL.replace(name="colab", budget=2000, test_size=1000, bbtv2_budget=2000),
+    "full": FULL,
 }
 
 
@@ -169,64 +108,12 @@ def task_sizes(task: str, profile: Profile) -> dict:
     return dict(TASK_SIZES.get(task, {}).get(profile.name, {}))
 
 
-def get_profile(name: str | None = None) -> Profile:
-    """The profile called ``name``, else ``$BBT_PROFILE``, else colab on a GPU and small on a CPU."""
-    name = name or os.environ.get(PROFILE_ENV) or ("colab" if torch.cuda.is_available() else "small")
+def get_profile(name: str | Profile | None = None) -> Profile:
+    """The profile called ``name`` (a :class:`Profile` passes through), else ``$BBT_PROFILE``, else colab on a
+    GPU and small on a CPU."""
+    if isinstance(name, Profile):
+        return name
+    name = name or settings.profile_name() or ("colab" if settings.cuda_available() else "small")
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return PROFILES[name]
-
-
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """The device experiments run on: the argument, else ``$BBT_DEVICE``, else CUDA if present, else CPU."""
-    device = device or os.environ.get(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
-NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere (A100, RTX 30xx) and later have bf16 tensor cores
-
-
-def gpu_dtype(capability: tuple[int, int]) -> torch.dtype:
-    """The number format for a CUDA GPU of this compute capability.
-
-    bf16 only where the tensor cores run it (8.0 and later). Earlier GPUs (T4 = 7.5,
-    V100 = 7.0) get float16: ``torch.cuda.is_bf16_supported()`` says True on a T4, but
-    it has no bf16 tensor cores, so bf16 is emulated there, while float16 runs on its
-    tensor cores. float16 has a narrower range; the black box takes the label logits to
-    float32 before any softmax or loss, so only the transformer itself runs in float16.
-    """
-    return torch.bfloat16 if tuple(capability) >= NATIVE_BF16_CAPABILITY else torch.float16
-
-
-def default_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """The number format the black box computes in.
-
-    CUDA: bf16 on GPUs with native bf16, float16 on older ones (:func:`gpu_dtype`). CPU:
-    bf16 where the processor has bf16 dot-product instructions (AVX512-BF16/AMX), float32
-    elsewhere. Override with the argument or ``$BBT_DTYPE`` (``float32``, ``bfloat16`` or
-    ``float16``). The book's appendix checks that the fast format does not change the outcome.
-    """
-    dtype = dtype or os.environ.get(DTYPE_ENV)
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype:
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
-        return DTYPES[dtype]
-    if device.type == "cuda":
-        return gpu_dtype(torch.cuda.get_device_capability(device))
-    if device.type == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return torch.float32

@@ -30,8 +30,6 @@ another task: BBTv2's critique of BBT is that it needs such a ``p0``) and ``zero
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,34 +190,3 @@ def build_p0(spec: str, service, L: int, seed: int | None = None, first: int = P
     if spec == "zeros":
         return np.zeros((L, service.hidden_size), np.float32)
     return load_p0(spec[len("file:"):], L, service.hidden_size)
-
-
-def pretrained_p0(task: str, model: str, profile, steps: int, seed: int = 1, progress: bool = True,
-                  **run_kw) -> tuple[str, dict]:
-    """A ``p0`` tuned with gradients on ``task`` (prompt tuning, the white box): ``("file:<path>", result)``.
-
-    The prompt has the profile's length; it and the run's result are kept under
-    ``$BBT_MINI_CACHE/p0``, keyed by the settings and the package's source (like
-    :func:`bbt_mini.run.runs.cached_run`), so the same call later reads them back.
-    """
-    from ..lm.models import cache_dir
-    from .profiles import Profile, get_profile
-    from ..run.runs import run, source_hash
-
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    key = json.dumps({"task": task, "model": str(model), "profile": profile.name, "L": profile.prompt_length,
-                      "steps": steps, "seed": seed, "run": run_kw, "source": source_hash()},
-                     sort_keys=True, default=str)
-    stem = cache_dir() / "p0" / f"{task}-pt-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
-    npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
-    if npy.exists() and meta.exists():
-        result = json.loads(meta.read_text())
-        result["cached"] = True
-        return f"file:{npy}", result
-    result = run("prompt_tuning", task, model, seed, profile, progress=progress,
-                 method_kw={"steps": steps, "prompt_length": profile.prompt_length}, **run_kw)
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    np.save(npy, np.asarray(result["_prompt"], np.float32))
-    meta.write_text(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, default=float))
-    result["cached"] = False
-    return f"file:{npy}", result

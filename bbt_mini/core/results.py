@@ -15,25 +15,20 @@ leaves them out.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 from pathlib import Path
 
-import numpy as np
+from .. import __version__
 
+LIBRARIES = ("torch", "transformers", "cma", "numpy")  # the libraries a result's numbers depend on
 # Settings that change how often a run saves itself, not what it computes: not part of its identity.
 NOT_IDENTITY = ("checkpoint_every",)
 
 
 def versions() -> dict:
-    """The versions of the libraries a result depends on."""
-    import cma
-    import torch
-    import transformers
-
-    from .. import __version__
-
-    return {"bbt_mini": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "cma": cma.__version__, "numpy": np.__version__}
+    """The versions of the libraries a result depends on (as installed: nothing is imported to read them)."""
+    return {"bbt_mini": __version__, **{name: importlib.metadata.version(name) for name in LIBRARIES}}
 
 
 def dtype_name(dtype) -> str:

@@ -26,9 +26,11 @@ import warnings
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .bbt import P0_FIRST_TOKEN  # prompt tuning starts, like BBT's p0, from tokens 1000, 1001, ...
-from ..service.blackbox import Batch, BlackBox
+from ..core.projection import P0_FIRST_TOKEN
+from ..lm.encoding import Batch
+from ..service.blackbox import BlackBox
 from .experiment import Setup, evaluate, scores, texts_for
 from ..core.results import result, used_since
 from ..service.whitebox import WhiteBox
@@ -162,8 +164,6 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
     ``L x hidden`` prompt learns, on a float32 copy of the model. The best-dev prompt is tested. Cost: one forward
     and one backward pass over the training set per step.
     """
-    from tqdm.auto import tqdm
-
     if init not in ("tokens", "zeros"):
         raise ValueError(f"unknown init {init!r}; choose 'tokens' or 'zeros'")
     box = WhiteBox.behind(setup.service, dtype=torch.float32)
@@ -212,11 +212,6 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
                    _prompt=best[1].numpy())
 
 
-def features(box: WhiteBox, batch: Batch) -> torch.Tensor:
-    """The frozen model's final hidden state at the read-out position of each example (B, hidden)."""
-    return box.features(batch)
-
-
 def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1e-3, weight_decay: float = 1e-2,
                 eval_every: int = 25, seed: int | None = None) -> dict:
     """Feature-MLP: frozen features at the read-out position, a 2-layer MLP trained with Adam.
@@ -226,7 +221,7 @@ def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1
     """
     box = WhiteBox.behind(setup.service)
     t0, m0 = time.perf_counter(), setup.service.meter.snapshot()
-    X = {name: features(box, b) for name, b in (("train", setup.train), ("dev", setup.dev), ("test", setup.test))}
+    X = {name: box.features(b) for name, b in (("train", setup.train), ("dev", setup.dev), ("test", setup.test))}
     torch.manual_seed(setup.seed if seed is None else seed)
     mean, std = X["train"].mean(0), X["train"].std(0) + 1e-6
     norm = {k: (v - mean) / std for k, v in X.items()}

@@ -19,16 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..service.blackbox import LOSSES, BlackBox
-from .experiment import Setup
+from ..core.metrics import LOSSES
 from ..core.optimizers import OPTIMIZERS, Optimizer, make_optimizer, restore
-from ..core.profiles import Profile
-from ..core.projection import P0_FIRST_TOKEN, P0_FORMS, SAMPLERS, Projection, build_p0, check_p0, make_A
-from ..core.results import to_json, versions  # noqa: F401  (re-exported: bbt_mini.methods.bbt.to_json, .versions)
-from .tuning import Run, tune  # noqa: F401  (Run re-exported for chapter 2)
+from ..core.profiles import FULL, Profile
+from ..core.projection import P0_FIRST_TOKEN, SAMPLERS, Projection, build_p0, check_p0, make_A
+from ..service.blackbox import BlackBox
+from .experiment import Setup
+from .tuning import tune
 
 LOSS_NAMES = tuple(sorted(LOSSES))
-P0S = P0_FORMS  # the open forms (words:<text>, file:<path>) are checked by check_p0
 
 
 def setting(default, help: str, choices: tuple | None = None):
@@ -38,18 +37,19 @@ def setting(default, help: str, choices: tuple | None = None):
 
 @dataclass
 class BBTConfig:
-    """BBT's settings. Defaults are the papers' (Table 2 and the authors' code)."""
+    """BBT's settings. Defaults are the papers' (Table 2 and the authors' code): the sizes are read from
+    the full profile (:data:`bbt_mini.core.profiles.FULL`), the one copy of them."""
 
-    prompt_length: int = setting(50, "L: soft-prompt tokens")
-    intrinsic_dim: int = setting(500, "d: size of z")
-    popsize: int = setting(20, "candidates per generation (= API calls per generation)")
-    budget: int = setting(8000, "API calls spent on the training set")
-    sigma0: float = setting(1.0, "CMA-ES initial step size")
+    prompt_length: int = setting(FULL.prompt_length, "L: soft-prompt tokens")
+    intrinsic_dim: int = setting(FULL.intrinsic_dim, "d: size of z")
+    popsize: int = setting(FULL.popsize, "candidates per generation (= API calls per generation)")
+    budget: int = setting(FULL.budget, "API calls spent on the training set")
+    sigma0: float = setting(FULL.sigma0, "CMA-ES initial step size")
     bound: float | None = setting(None, "box on z (the ICML-era code: 5); default unbounded")
     loss: str = setting("ce", "training loss: cross-entropy, hinge (margin 2) or minus accuracy", LOSS_NAMES)
-    eval_every: int = setting(100, "API calls between dev checks")
-    sampler: str = setting("uniform", "A: uniform (BBT), normal or normal-v1 (BBTv2)", SAMPLERS)
-    alpha: float = setting(1.0, "scale of the normal sampler")
+    eval_every: int = setting(FULL.eval_every, "API calls between dev checks")
+    sampler: str = setting(FULL.sampler, "A: uniform (BBT), normal or normal-v1 (BBTv2)", SAMPLERS)
+    alpha: float = setting(FULL.alpha, "scale of the normal sampler")
     optimizer: str = setting("cma", "the derivative-free optimiser over z", OPTIMIZERS)
     p0: str = setting("tokens", f"tokens: embeddings of tokens {P0_FIRST_TOKEN}.. (the papers); zeros; "
                       "random-tokens; words:<text>; file:<prompt.npy>")

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .bbt import BBTConfig, method_name, p0_for, setting
-from ..service.blackbox import BlackBox
-from .experiment import Setup
 from ..core.optimizers import Optimizer, make_optimizer, restore
 from ..core.profiles import Profile
 from ..core.projection import SAMPLERS, make_A
+from ..service.blackbox import BlackBox
+from .bbt import BBTConfig, method_name, p0_for, setting
+from .experiment import Setup
 from .tuning import tune
 
 # Each layer's optimiser gets its own seed, seed * LAYER_SEEDS + layer + 1: distinct for every
@@ -63,7 +63,7 @@ def layer_stats(service: BlackBox, batch) -> np.ndarray:
 
 def deep_projections(service: BlackBox, config: BBTv2Config, seed: int, stats: np.ndarray | None) -> list:
     """One fixed random ``A_l`` per layer, and ``p0`` for layer 0; a function of the seed alone."""
-    p0 = p0_for(service, config)
+    p0 = p0_for(service, config, seed)
     rng = np.random.default_rng([seed, 0xB])
     As = []
     for layer in range(service.num_layers):

@@ -1,7 +1,8 @@
-"""Glue for chapters and the command line: a task, a model and a seed become a ready service.
+"""One run's ingredients (:class:`Setup`) and how a prompt is scored on them (:func:`evaluate`).
 
-:func:`prepare` loads the model (once per process), draws the k-shot split, builds the
-black box and encodes the train, dev and test examples once.
+What the tuning loop and the baselines work on: the service and the encoded examples.
+:func:`bbt_mini.run.prepare.prepare` makes a :class:`Setup` from a task, a model and a seed
+(it loads the model: orchestration, a layer above).
 """
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..service.blackbox import Batch, BlackBox, model_behind
 from ..core.metrics import accuracy, f1
-from ..lm.models import LanguageModel, load_model
-from ..core.profiles import Profile, get_profile
-from ..data.tasks import Split, Task, Verbalizer, get_task, kshot_split
+from ..core.profiles import Profile
+from ..data.tasks import Split, Task, Verbalizer
+from ..lm.encoding import Batch
+from ..service.blackbox import BlackBox
 
 PLACEMENTS = ("prepend", "between")
 
@@ -47,38 +48,10 @@ def texts_for(task: Task, verbalizer: Verbalizer, examples: list, service, place
         return [task.format(ex, verbalizer, mask) for ex in examples]
     # "between": the prompt goes right after the last text field, before the question.
     tpl = verbalizer.template
-    last = tpl.rindex("{" + verbalizer.fields[-1] + "}") + len(verbalizer.fields[-1]) + 2
+    field = "{" + verbalizer.fields[-1] + "}"
+    last = tpl.rindex(field) + len(field)  # the end of the last text field's placeholder
     head, tail = Verbalizer(tpl[:last], verbalizer.words), tpl[last:]
     return [(task.format(ex, head, mask), tail) for ex in examples]
-
-
-def prepare(task: str | Task = "rotten_tomatoes", model: str | LanguageModel = "smollm2", seed: int = 1,
-            profile: str | Profile | None = None, variant: str | None = None, placement: str = "prepend",
-            k: int | None = None, test_size: int | None | str = "profile", loss: str = "ce",
-            device=None, dtype=None, service: BlackBox | None = None) -> Setup:
-    """Load, split and encode. ``k`` and ``test_size`` default to the profile's values.
-
-    ``service``: an in-process black box to reuse, or a remote one (:mod:`bbt_mini.service.remote`): its
-    URL (``"http://127.0.0.1:8011/v1"``; the key from ``$BBT_API_KEY``) or a ``RemoteService``."""
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    task = get_task(task) if isinstance(task, str) else task
-    remote = service is not None and not isinstance(service, BlackBox)  # a URL or a RemoteService
-    if remote:  # the model stays on the server; the client holds its tokenizer and embedding table
-        from ..service.remote import remote_service
-
-        service = remote_service(service, task.verbalizer("causal", variant).words, model, loss, dtype)
-    else:
-        lm = model if isinstance(model, LanguageModel) else load_model(model, device=device, dtype=dtype)
-    verbalizer = task.verbalizer(service.kind if remote else lm.kind, variant)
-    split = kshot_split(task, k or profile.k_shot, seed, profile.test_size if test_size == "profile" else test_size)
-    if not remote and (service is None or model_behind(service) is not lm or service.label_words != verbalizer.words):
-        service = BlackBox(lm, verbalizer.words, loss=loss)
-
-    def encode(examples: list) -> Batch:
-        return service.encode(texts_for(task, verbalizer, examples, service, placement), [e["label"] for e in examples])
-
-    return Setup(task, verbalizer, split, service, encode(split.train), encode(split.dev), encode(split.test),
-                 profile, seed, placement)
 
 
 def scores(logits: np.ndarray, labels: np.ndarray) -> dict:

@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from ..service.blackbox import accuracy
-from .experiment import Setup, evaluate
+from ..core.metrics import accuracy
 from ..core.results import differences, identity, result, test_fields, used_since
+from .experiment import Setup, evaluate
 
 
 @dataclass
@@ -115,8 +116,6 @@ class Run:
         return self.best_dev
 
     def progress(self, total: int, show: bool):
-        from tqdm.auto import tqdm
-
         return tqdm(total=total, initial=self.calls, unit="call", desc=self.method, disable=not show,
                     mininterval=5.0, leave=True)
 

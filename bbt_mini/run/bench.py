@@ -29,19 +29,16 @@ import time
 import numpy as np
 import torch
 
-from ..service.blackbox import Batch, BlackBox
+from ..core.settings import DTYPES, default_device, default_dtype
+from ..data.tasks import get_task, kshot_split
+from ..lm.encoding import Batch
+from ..lm.loading import load_model
+from ..lm.models import LanguageModel
+from ..lm.tiny import SHAPE_WORDS, SHAPES, random_shape_model, synthetic_batch
+from ..methods.experiment import texts_for
+from ..service.blackbox import BlackBox
 from ..service.forward import DeepPrompt
-from ..lm.models import LanguageModel, load_model, word_tokenizer
-from ..core.profiles import DTYPES, default_device, default_dtype
 
-# Configurations of real models, for random-weight timing runs without the hub.
-SHAPES = {
-    "roberta-large-shape": dict(family="roberta", vocab_size=50265, hidden_size=1024, num_hidden_layers=24,
-                                num_attention_heads=16, intermediate_size=4096, max_position_embeddings=514),
-    "smollm2-shape": dict(family="llama", vocab_size=49152, hidden_size=576, num_hidden_layers=30,
-                          num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
-                          max_position_embeddings=8192, tie_word_embeddings=True),
-}
 # How far the package's class logits may be from the naive float32 ones. float32: an absolute
 # bound (the two ways do the same arithmetic in another order). bfloat16 keeps 8 significant
 # bits of every weight and activation, and over a deep model the class logits move by a few
@@ -59,48 +56,7 @@ def tolerance(dtype: torch.dtype, reference: np.ndarray) -> float:
     return TOLERANCE_BF16_RELATIVE * float(np.abs(reference).max())
 
 
-def random_shape_model(shape: str, device: torch.device, dtype: torch.dtype, seed: int = 0,
-                       **overrides) -> LanguageModel:
-    """A model of a real shape with random weights, and a stand-in tokenizer (timing only).
-
-    ``overrides`` change the shape (tests use ``num_hidden_layers=2``)."""
-    from transformers import LlamaConfig, LlamaForCausalLM, RobertaConfig, RobertaForMaskedLM
-
-    spec = {**SHAPES[shape], **overrides}
-    family = spec.pop("family")
-    torch.manual_seed(seed)
-    if family == "roberta":
-        model = RobertaForMaskedLM(RobertaConfig(pad_token_id=1, **spec))
-        kind = "masked"
-    else:
-        model = LlamaForCausalLM(LlamaConfig(**spec))
-        kind = "causal"
-    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    # A stand-in tokenizer: pads with id 1, masks with id 4, knows the label words of SHAPE_WORDS.
-    return LanguageModel(shape, kind, model, word_tokenizer(kind), device, dtype)
-
-
-SHAPE_WORDS = ("bad", "good")  # label words of the random-weight models (in the stand-in tokenizer)
-
-
-def synthetic_batch(lm: LanguageModel, examples: int, tokens: int, classes: int, seed: int = 0) -> Batch:
-    """``examples`` sequences of ``tokens`` random token ids (mask token for masked LMs)."""
-    rng = np.random.default_rng(seed)
-    pieces = [rng.integers(5, 1000, size=tokens).tolist() for _ in range(examples)]
-    head = [0] if lm.kind == "masked" else []
-    readout = np.full(examples, tokens - 1)
-    if lm.kind == "masked":
-        for p in pieces:
-            p[-2] = lm.tokenizer.mask_token_id
-        readout[:] = tokens - 2
-    return Batch(labels=rng.integers(0, classes, size=examples), text_bytes=examples * tokens * 4, pieces=pieces,
-                 readout=readout, head=head)
-
-
 def real_batch(service: BlackBox, task: str, examples: int, seed: int = 1) -> Batch:
-    from ..methods.experiment import texts_for
-    from ..data.tasks import get_task, kshot_split
-
     t = get_task(task)
     verbalizer = t.verbalizer(service.kind)
     per_class = max(1, examples // len(t.classes))
@@ -163,7 +119,6 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
     else:
         naive_lm = load_model(model, device=device, dtype=torch.float32)
         fast_lm = load_model(model, device=device, dtype=fast_dtype)
-        from ..data.tasks import get_task
 
         words = get_task(task).verbalizer(fast_lm.kind).words
     service = BlackBox(fast_lm, words)

@@ -9,6 +9,8 @@ package's source, so an identical run later (another chapter, a rebuilt book) is
 instead of recomputed, and a changed setting or changed code never reuses an old result.
 Set ``BBT_RECOMPUTE=1`` to ignore the memory.
 
+:func:`pretrained_p0` is a cached prompt-tuning run whose prompt becomes BBT's ``p0``.
+
 :func:`cached_runs` does a list of such runs with one progress bar for all of them, one after
 another by default. ``workers`` (or ``$BBT_WORKERS``) > 1 runs them in separate processes
 that share the device. Measured on an H100 (results/gpu/workers.json), three processes were
@@ -22,23 +24,30 @@ import dataclasses
 import functools
 import hashlib
 import json
+import multiprocessing as mp
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from ..methods.bbt import BBTConfig, run_bbt
-from ..methods.bbtv2 import run_bbtv2
-from ..lm.models import cache_dir
-from ..core.profiles import Profile, default_device, default_dtype, get_profile
-from ..core.results import dtype_name, to_json, versions
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..core import settings
+from ..core.profiles import Profile, get_profile
+from ..core.results import to_json, versions
+from ..core.settings import cache_dir, default_device, default_dtype, dtype_name
+from ..methods import baselines
+from ..methods.bbt import BBTConfig
+from ..methods.registry import RUNNERS, TUNERS
+from ..methods.registry import config as tuner_settings
 from ..methods.tuning import check_test_at
+from .prepare import prepare
 
 METHODS = ("manual", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
-TUNERS = ("bbt", "bbtv2")  # the black-box methods: settings from BBTConfig/BBTv2Config, checkpoints
 REMOTE_METHODS = ("manual", "bbt")  # what runs through an OpenAI-compatible server (bbt_mini.service.remote)
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))
-# The options of the baselines the command line passes on (more can be given from Python).
-BASELINE_OPTIONS = {"manual": (), "icl": ("per_class",), "prompt_tuning": ("prompt_length", "steps"),
-                    "feature_mlp": ("steps",)}
+# The BBT settings a baseline also takes (its own options, steps= or per_class=, go in method_kw).
+BASELINE_OPTIONS = {"manual": (), "icl": (), "prompt_tuning": ("prompt_length",), "feature_mlp": ()}
 
 
 def check_options(method: str, config: dict, method_kw: dict, checkpoint=None, k=None,
@@ -70,17 +79,16 @@ def check_options(method: str, config: dict, method_kw: dict, checkpoint=None, k
 def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, profile: str | Profile | None = None,
         variant: str | None = None, placement: str = "prepend", k: int | None = None,
         test_size: int | None | str = "profile", checkpoint=None, resume: bool = False, progress: bool = True,
-        device=None, dtype=None, method_kw: dict | None = None, service=None, test_at=None, **config) -> dict:
+        device=None, dtype=None, method_kw: dict | None = None, service=None, test_at=None,
+        api_key: str | None = None, **config) -> dict:
     """Run ``method`` once. ``config`` overrides BBT/BBTv2 settings (``budget=``, ``sampler=``...);
     ``method_kw`` passes options to a baseline (``steps=``, ``per_class=``...). ``test_at``
     (BBT/BBTv2): budgets at which the prompt a run of that budget would return is also tested,
     listed in ``result["test_at"]`` (see :mod:`bbt_mini.methods.tuning`). Settings that
     are out of range or do not apply to the method are refused before the model loads.
     ``service``: a remote black box, its URL or a :class:`bbt_mini.service.remote.RemoteService` (``bbt`` and
-    ``manual`` only: the others need the model's layers or gradients)."""
-    from ..methods import baselines
-    from ..methods.experiment import prepare
-
+    ``manual`` only: the others need the model's layers or gradients); ``api_key``: its key (default
+    ``$BBT_API_KEY``)."""
     kw = dict(method_kw or {})
     check_options(method, config, kw, checkpoint, k, test_size, test_at)
     if seed < 1:
@@ -89,14 +97,14 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
         raise ValueError(f"{method} cannot run through a remote service: "
                          + ("BBTv2's deep prompt enters the model's layers, which the API does not expose"
                             if method == "bbtv2" else "it needs the model itself") + f"; remote: {REMOTE_METHODS}")
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     tuner_config = None
     if method in TUNERS:
-        tuner_config = profile.config(method, **config)
+        tuner_config = tuner_settings(method, profile, **config)
         tuner_config.check()
         test_at = check_test_at(test_at, tuner_config.budget)
     setup = prepare(task, model, seed, profile, variant=variant, placement=placement, k=k, test_size=test_size,
-                    device=device, dtype=dtype, service=service)
+                    device=device, dtype=dtype, service=service, api_key=api_key)
     setup.test_at = test_at or ()
     if method == "manual":
         return baselines.manual_prompt(setup)
@@ -107,8 +115,7 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
         return baselines.prompt_tuning(setup, progress=progress, **kw)
     if method == "feature_mlp":
         return baselines.feature_mlp(setup, **kw)
-    tuner = run_bbt if method == "bbt" else run_bbtv2
-    return tuner(setup, tuner_config, checkpoint=checkpoint, resume=resume, progress=progress)
+    return RUNNERS[method](setup, tuner_config, checkpoint=checkpoint, resume=resume, progress=progress)
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,7 +132,7 @@ def source_hash() -> str:
 def cache_path(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1,
                profile: str | Profile | None = None, **kwargs) -> Path:
     """Where :func:`cached_run` keeps this run's result: a file named by a hash of every setting."""
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     if not isinstance(task, str):
         raise ValueError("cached_run takes a registered task name; call run() for other tasks")
     settings = {k: v for k, v in kwargs.items() if k != "progress"}  # a progress bar changes no result
@@ -150,9 +157,9 @@ def cached_run(method: str, task="rotten_tomatoes", model="smollm2", seed: int =
     The result says where it came from: ``result["cached"]`` is True when it was read back.
     Stored results have no ``_prompt`` (the tuned prompt itself); call :func:`run` if you need it.
     """
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
+    profile = get_profile(profile)
     path = cache_path(method, task, model, seed, profile, **kwargs)
-    if path.exists() and os.environ.get("BBT_RECOMPUTE") != "1":
+    if path.exists() and not settings.recompute():
         result = json.loads(path.read_text())
         result["cached"] = True
         return result
@@ -165,28 +172,45 @@ def cached_run(method: str, task="rotten_tomatoes", model="smollm2", seed: int =
     return result
 
 
-WORKERS_ENV = "BBT_WORKERS"
+def pretrained_p0(task: str, model: str, profile, steps: int, seed: int = 1, progress: bool = True,
+                  **run_kw) -> tuple[str, dict]:
+    """A ``p0`` tuned with gradients on ``task`` (prompt tuning, the white box): ``("file:<path>", result)``.
+
+    The prompt has the profile's length; it and the run's result are kept under
+    ``$BBT_MINI_CACHE/p0``, keyed by the settings and the package's source (like
+    :func:`cached_run`), so the same call later reads them back.
+    """
+    profile = get_profile(profile)
+    key = json.dumps({"task": task, "model": str(model), "profile": profile.name, "L": profile.prompt_length,
+                      "steps": steps, "seed": seed, "run": run_kw, "source": source_hash()},
+                     sort_keys=True, default=str)
+    stem = cache_dir() / "p0" / f"{task}-pt-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+    npy, meta = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    if npy.exists() and meta.exists():
+        result = json.loads(meta.read_text())
+        result["cached"] = True
+        return f"file:{npy}", result
+    result = run("prompt_tuning", task, model, seed, profile, progress=progress,
+                 method_kw={"steps": steps, "prompt_length": profile.prompt_length}, **run_kw)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    np.save(npy, np.asarray(result["_prompt"], np.float32))
+    meta.write_text(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, default=float))
+    result["cached"] = False
+    return f"file:{npy}", result
 
 
 def default_workers() -> int:
     """How many runs go at once: ``$BBT_WORKERS``, else 1 (see the module doc for why)."""
-    value = os.environ.get(WORKERS_ENV)
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"{WORKERS_ENV} must be a positive integer, got {value!r}")
-        return int(value)
-    return 1
+    return settings.workers()
 
 
 def _job_calls(job: dict) -> int:
     """The tuning calls a job will spend (for the progress bar): its budget, else its profile's."""
-    if job.get("method") not in ("bbt", "bbtv2"):
+    if job.get("method") not in TUNERS:
         return 0
     if "budget" in job:
         return int(job["budget"])
-    profile = job.get("profile")
-    profile = profile if isinstance(profile, Profile) else get_profile(profile)
-    return profile.config(job["method"]).budget
+    return tuner_settings(job["method"], job.get("profile")).budget
 
 
 def _cached_run_job(job: dict) -> dict:
@@ -200,8 +224,6 @@ def cached_runs(jobs: list[dict], workers: int | None = None, desc: str = "runs"
     progress bar counts the tuning calls of finished runs and estimates the time left.
     Results are the same as one after another: each run has its own seed and model copy.
     """
-    from tqdm.auto import tqdm
-
     jobs = [dict(job) for job in jobs]
     for job in jobs:
         if "method" not in job:
@@ -219,9 +241,6 @@ def cached_runs(jobs: list[dict], workers: int | None = None, desc: str = "runs"
                 results[i] = _cached_run_job(job)
                 bar.update(_job_calls(job))
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
             # spawn: a forked child would inherit the parent's CUDA context, which CUDA forbids.
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
                 futures = {pool.submit(_cached_run_job, job): i for i, job in enumerate(jobs)}

@@ -45,16 +45,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements-serve.txt"
+from ..core import settings
+from ..core.settings import DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL, DEFAULT_PORT
+from ..lm.loading import OFFLINE_MODELS, model_folder
+
+# The server's own packages: package data (pyproject.toml), so an installed package can build it.
+REQUIREMENTS = Path(__file__).with_name("requirements-serve.txt")
 BROKEN = ("torchvision", "torchaudio", "torchcodec")  # index builds that do not match the CPU torch
-DEFAULT_PORT = 8011
 
 
 def venv_dir() -> Path:
     """Where the server's environment lives: ``$BBT_SERVE_VENV``, else ``$BBT_MINI_CACHE/serve-venv``."""
-    from ..lm.models import cache_dir
-
-    return Path(os.environ.get("BBT_SERVE_VENV") or cache_dir() / "serve-venv")
+    return settings.serve_venv()
 
 
 def _python(venv: Path) -> Path:
@@ -65,7 +67,7 @@ def build(venv: Path | None = None, quiet: bool = False) -> Path:
     """Build the server's environment once (a stamp holds the requirements' hash); its Python."""
     venv = venv or venv_dir()
     if not REQUIREMENTS.is_file():
-        raise FileNotFoundError(f"{REQUIREMENTS} is missing: the server's requirements come with the repository")
+        raise FileNotFoundError(f"{REQUIREMENTS} is missing: the server's requirements come with the package")
     digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
     stamp = venv / ".bbt_mini-built"
     if stamp.is_file() and stamp.read_text() == digest and _python(venv).exists():
@@ -112,29 +114,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def default_dtype() -> str:
-    """bfloat16 on a GPU that has it, float16 on an older one (a Colab T4: vLLM refuses bfloat16 below compute
-    capability 8.0); float32 on a CPU (measured here: a CPU without native bf16 emulates it, slower)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "float32"
-    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-
-
-def command(python: Path, model: str = "smollm2", port: int = DEFAULT_PORT, api_key: str | None = None,
-            dtype: str | None = None, max_model_len: int = 512, extra: tuple[str, ...] = ()) -> list[str]:
+def command(python: Path, model: str = DEFAULT_MODEL, port: int = DEFAULT_PORT, api_key: str | None = None,
+            dtype: str | None = None, max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+            extra: tuple[str, ...] = ()) -> list[str]:
     """The server's command line on the model's local folder (``extra``: more vLLM flags, e.g.
-    ``("--max-num-seqs", "256")``)."""
-    from ..lm.models import OFFLINE_MODELS, offline_model_folder
-
-    folder = offline_model_folder(model) if model in OFFLINE_MODELS else Path(model)
+    ``("--max-num-seqs", "256")``). ``dtype``: default :func:`bbt_mini.core.settings.server_dtype`, the
+    package's own rule (float16 on a T4, where vLLM refuses bfloat16)."""
+    folder = Path(model_folder(model))
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
     cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
            "--served-model-name", model if model in OFFLINE_MODELS else folder.name,
            "--enable-prompt-embeds", "--logprobs-mode", "processed_logprobs", "--max-logprobs", "50",
-           "--dtype", dtype or default_dtype(), "--max-model-len", str(max_model_len),
+           "--dtype", dtype or settings.server_dtype(), "--max-model-len", str(max_model_len),
            "--host", "127.0.0.1", "--port", str(port)]
     if api_key:
         cmd += ["--api-key", api_key]

@@ -17,13 +17,18 @@ the run cache (:mod:`bbt_mini.run.runs`) cost nothing.
 from __future__ import annotations
 
 import json
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ..core.profiles import Profile, default_device, default_dtype, get_profile
+from ..core.profiles import Profile, get_profile
+from ..core.settings import default_device, default_dtype
+from ..methods.registry import TUNERS, config
+from .prepare import prepare
 
 GRADIENT_FORWARDS = 3  # a backward pass costs about two forwards
 
@@ -62,7 +67,7 @@ class Plan:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None for the profile's), got {value}")
         if budget is None:
-            budget = p.config(method).budget if method in ("bbt", "bbtv2") else 0
+            budget = config(method, p).budget if method in TUNERS else 0
         self.items.append(PlannedRuns(
             label, n, method, budget, p.k_shot if k is None else k, classes,
             p.prompt_length if prompt_length is None else prompt_length,
@@ -72,12 +77,10 @@ class Plan:
 
     def calls(self) -> int:
         """API calls the plan's tuning runs spend (dev checks and tests not counted)."""
-        return sum(it.n * it.budget for it in self.items if it.method in ("bbt", "bbtv2"))
+        return sum(it.n * it.budget for it in self.items if it.method in TUNERS)
 
     def probe(self) -> dict:
         """Seconds for one population request and one single-candidate request, on this device."""
-        from ..methods.experiment import prepare
-
         p = self.profile
         setup = prepare(self.task, self.model, seed=1, profile=p, test_size=2)  # no test set needed
         service, batch = setup.service, setup.train
@@ -103,7 +106,7 @@ class Plan:
             tokens = probe["text_tokens"] * it.text_scale
             size = (examples / probe["examples"]) * (it.prompt_length + tokens) / (probe["prompt_length"] + tokens)
             one = probe["one_s"] * size  # one candidate on 2k examples
-            if it.method in ("bbt", "bbtv2"):
+            if it.method in TUNERS:
                 tuning = it.budget / probe["popsize"] * probe["population_s"] * size
                 dev = it.budget / it.eval_every * one
             elif it.method == "prompt_tuning":
@@ -125,7 +128,7 @@ class Plan:
                  f"{probe['popsize']}, {probe['one_s']:.3f} s for one candidate ({probe['examples']} examples, "
                  f"L = {probe['prompt_length']})"]
         for it, s in zip(self.items, secs):
-            what = f"{it.budget} calls" if it.method in ("bbt", "bbtv2") else \
+            what = f"{it.budget} calls" if it.method in TUNERS else \
                 f"{it.budget} steps" if it.method == "prompt_tuning" else "test set"
             lines.append(f"  {it.n:3d} x {it.method:13s} {what:>11s}  {_minutes(s):>8s}  {it.label}")
         lines.append(f"  total {self.calls():,} tuning calls; an estimate: loading, plotting and "
@@ -135,18 +138,20 @@ class Plan:
         return "\n".join(lines)
 
 
-RESULTS = Path(__file__).resolve().parents[2] / "results" / "gpu" / "chapters.json"
+# What tools/gpu_check.py recorded of each chapter on a GPU: package data (pyproject.toml), so an
+# installed package has it too.
+RECORD = Path(__file__).with_name("gpu_chapters.json")
 
 
-def recorded_gpu_time(chapter: str, path: Path = RESULTS) -> str:
-    """What tools/gpu_check.py recorded for ``chapter`` on a GPU (a line), if the repository has it."""
+def recorded_gpu_time(chapter: str, path: Path = RECORD) -> str:
+    """What tools/gpu_check.py recorded for ``chapter`` on a GPU (a line), if ``path`` has it."""
     if not path.exists():
-        return f"  recorded on a GPU: nothing for {chapter} (no {path.name} beside this package)"
+        return f"  recorded on a GPU: nothing for {chapter} (no {path})"
     record = json.loads(path.read_text())
     c = record["chapters"].get(chapter)
     if c is None:
         return f"  recorded on a GPU: not yet for {chapter} (tools/gpu_check.py chapters {chapter})"
-    outcome = "finished" if c["passed"] else "FAILED (see results/gpu/chapters.json)"
+    outcome = "finished" if c["passed"] else f"FAILED (see {path.name})"
     return (f"  recorded on a GPU: {outcome} in {c['wall_s'] / 60:.1f} min on {record['machine']['device']}, "
             f"{c['profile']} profile, {record['date']} (`{c['command']}`)")
 
@@ -156,10 +161,6 @@ def _minutes(seconds: float) -> str:
 
 
 def _device_name(device) -> str:
-    import platform
-
-    import torch
-
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"

@@ -41,10 +41,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..lm.encoding import Batch, encode
-from .forward import Forward
 from ..core.metrics import LOSSES, accuracy, check_loss, cross_entropy, f1, hinge, neg_acc
+from ..lm.encoding import Batch, encode
 from ..lm.models import LanguageModel
+from .forward import Forward
 
 __all__ = ["BlackBox", "Batch", "BudgetExhausted", "Meter", "Response", "LOSSES", "accuracy", "cross_entropy", "f1",
            "hinge", "neg_acc", "model_behind"]
@@ -85,7 +85,7 @@ class BlackBox:
 
     Parameters
     ----------
-    lm: the model (see :func:`bbt_mini.lm.models.load_model`); kept private.
+    lm: the model (see :func:`bbt_mini.lm.loading.load_model`); kept private.
     label_words: one word per class, each a single token (``" positive"``...).
     loss: ``"ce"`` (cross-entropy over the label words), ``"hinge"`` or ``"neg_acc"``.
     budget: the most API calls this service will answer (``None``: no limit).

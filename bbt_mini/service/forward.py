@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from ..lm.encoding import Batch, length_groups, pad
 from ..lm.models import LanguageModel
@@ -40,8 +41,6 @@ def _kv_tensors(cache) -> list:
 
 
 def _new_cache(config, kv: list):
-    from transformers import DynamicCache
-
     try:
         cache = DynamicCache(config=config)
     except TypeError:

@@ -54,10 +54,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import http.client
 import io
 import json
-import os
 import socket
 import threading
 import time
@@ -68,15 +68,21 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from .blackbox import LOSSES, Batch, BudgetExhausted, Meter, Response
-from ..lm.encoding import encode
+from ..core import settings
+from ..core.metrics import LOSSES
+from ..core.settings import cache_dir
+from ..lm.encoding import Batch, encode
+from ..lm.loading import OFFLINE_MODELS, model_folder
+from .blackbox import BudgetExhausted, Meter, Response
 
 __all__ = ["RemoteService", "ServiceError", "ServiceUnavailable", "compute_fingerprint", "model_fingerprint",
            "publish_fingerprint", "remote_service", "wire_bytes"]
 
 PROBE_TEXT = "Review: a gripping, funny film. Sentiment:"  # the tokenizer check's text
-API_KEY_ENV = "BBT_API_KEY"  # the key a URL-built service sends
 SUM_TOLERANCE = 1e-3  # |log sum_c p_c| above this: the scores are not renormalised over the label words
 CANARY_TEXTS = (PROBE_TEXT, "Question: is the sky green? Answer:")  # the fingerprint's fixed request
 CANARY_TOKENS = 8  # the canary is scored over at most this many of the probe text's distinct tokens
@@ -97,20 +103,15 @@ class ServiceUnavailable(ServiceError):
 
 def _client_model(model: str | Path) -> Path:
     """The folder holding the model's tokenizer and weights (only its embedding table is read)."""
-    from ..lm.models import OFFLINE_MODELS, offline_model_folder
-
-    if str(model) in OFFLINE_MODELS:
-        return offline_model_folder(str(model))
-    if Path(model).is_dir():
-        return Path(model)
+    folder = model_folder(str(model))
+    if isinstance(folder, Path):
+        return folder
     raise ValueError(f"the client needs the model's tokenizer and embedding table: {model!r} is neither an offline "
                      f"model ({sorted(OFFLINE_MODELS)}) nor a local folder")
 
 
 def _embedding_table(folder: Path):
     """The input-embedding matrix (vocab, hidden) from the folder's safetensors, without the transformer."""
-    from safetensors import safe_open
-
     files = sorted(folder.glob("*.safetensors"))
     for path in files:
         with safe_open(str(path), "pt") as f:
@@ -138,9 +139,6 @@ def canary_sequences(tokenizer, table) -> list:
 
 def compute_fingerprint(folder: str | Path) -> dict:
     """The canary's label log-probabilities computed in-process, in float32, from the folder's weights."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     folder = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -156,8 +154,6 @@ def compute_fingerprint(folder: str | Path) -> dict:
 
 def _weights_key(folder: Path) -> str:
     """Which weights a cached fingerprint belongs to: the folder and its safetensors' names, sizes and times."""
-    import hashlib
-
     h = hashlib.sha256(str(folder.resolve()).encode())
     for path in sorted(folder.glob("*.safetensors")):
         st = path.stat()
@@ -175,8 +171,6 @@ def publish_fingerprint(folder: str | Path) -> Path:
 def model_fingerprint(folder: str | Path) -> dict | None:
     """The fingerprint published in ``folder``, else one computed once in-process and cached; None without
     the weights (a folder holding only the tokenizer and the embedding table)."""
-    from ..lm.models import cache_dir
-
     folder = Path(folder)
     published = folder / FINGERPRINT_FILE
     if published.is_file():
@@ -196,8 +190,6 @@ def model_fingerprint(folder: str | Path) -> dict | None:
 
 def wire_bytes(tensor) -> str:
     """A tensor as vLLM's ``prompt_embeds`` takes it: base64 of its ``torch.save``."""
-    import torch
-
     buf = io.BytesIO()
     torch.save(tensor.contiguous(), buf)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -222,7 +214,7 @@ class RemoteService:
     wire_dtype: the number format of the sequences sent: ``"float32"`` (exact) or ``"bfloat16"``
         (half the bytes; what a bf16 server rounds them to anyway).
     server_dtype: the number format the server runs, as results record it (the API does not say;
-        default: ``bbt_mini.run.server.default_dtype()``, what ``python -m bbt_mini serve`` starts).
+        default: :func:`bbt_mini.core.settings.server_dtype`, what ``python -m bbt_mini serve`` starts).
     fingerprint: the served weights' fingerprint the first answer must match (see the module doc):
         ``"auto"`` (published in the model's folder, else computed once in-process and cached), a
         dict as :func:`compute_fingerprint` returns, or None (no weights check, with a warning).
@@ -236,9 +228,6 @@ class RemoteService:
                  api_key: str | None = None, timeout: float = 300.0, retries: int = 4, backoff: float = 1.0,
                  per_request: int = 32, in_flight: int = 2, wire_dtype: str = "float32",
                  server_dtype: str | None = None, fingerprint: dict | str | None = "auto"):
-        import torch
-        from transformers import AutoConfig, AutoTokenizer
-
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
         if len(label_words) < 2:
@@ -267,11 +256,7 @@ class RemoteService:
         self.per_request, self.in_flight = per_request, in_flight
         self.meter = Meter()
         self._lock = threading.Lock()  # requests in flight update the meter from several threads
-        if server_dtype is None:
-            from ..run.server import default_dtype
-
-            server_dtype = default_dtype()
-        self.dtype = server_dtype
+        self.dtype = server_dtype or settings.server_dtype()
         self.served_name = served_name
         if not (fingerprint is None or fingerprint == "auto" or isinstance(fingerprint, dict)):
             raise ValueError(f"fingerprint must be 'auto', a dict from compute_fingerprint or None; "
@@ -455,8 +440,6 @@ class RemoteService:
 
     def _sequences(self, prompts: np.ndarray, batch: Batch) -> list:
         """The embedded sequences ``[head, prompt, text]`` (or ``[before, prompt, after]``), candidate-major."""
-        import torch
-
         table = self._table
         head = table[batch.head] if batch.head else table[:0]
         seqs = []
@@ -552,19 +535,15 @@ class RemoteService:
 
 
 def remote_service(service, label_words: Sequence[str], model="smollm2", loss: str = "ce",
-                   dtype=None) -> RemoteService:
-    """A :class:`RemoteService` for ``label_words``: from a URL (the key from ``$BBT_API_KEY``; ``dtype``: the
-    server's number format, as results record it) or another service."""
+                   dtype=None, api_key: str | None = None) -> RemoteService:
+    """A :class:`RemoteService` for ``label_words``: from a URL (the key: ``api_key``, else ``$BBT_API_KEY``;
+    ``dtype``: the server's number format, as results record it) or another service."""
     if isinstance(service, str):
         if not isinstance(model, (str, Path)):
             raise ValueError("with a service URL, give the model by name or folder (the client loads its "
                              "tokenizer and embedding table, never the transformer)")
-        if dtype is not None:
-            from ..core.profiles import DTYPES
-
-            dtype = str(DTYPES.get(dtype, dtype)).removeprefix("torch.")  # "bf16" -> "bfloat16"
-        return RemoteService(service, label_words, model=model, loss=loss, api_key=os.environ.get(API_KEY_ENV),
-                             server_dtype=dtype)
+        return RemoteService(service, label_words, model=model, loss=loss, api_key=settings.api_key(api_key),
+                             server_dtype=None if dtype is None else settings.dtype_name(dtype))
     if not isinstance(service, RemoteService):
         raise TypeError(f"service must be a BlackBox, a RemoteService or a URL; got {type(service).__name__}")
     if tuple(label_words) == service.label_words and loss == service.loss:

@@ -15,10 +15,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .blackbox import BlackBox, model_behind
 from ..lm.encoding import Batch, encode
+from ..lm.loading import load_model
+from ..lm.models import LanguageModel
+from .blackbox import BlackBox, model_behind
 from .forward import Forward
-from ..lm.models import LanguageModel, load_model
 
 
 class WhiteBox:
