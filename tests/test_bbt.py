@@ -10,10 +10,10 @@ import pytest
 from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
 from bbt_mini.core.paper import method_label, results_table
-from bbt_mini.core.projection import P0_FIRST_TOKEN
+from bbt_mini.core.projection import P0_FIRST_TOKEN, build_p0
 from bbt_mini.core.results import to_json
 from bbt_mini.methods.bbt import BBTConfig, projection_for, run_bbt
-from bbt_mini.methods.bbtv2 import LAYER_SEEDS, BBTv2Config, layer_seed, run_bbtv2
+from bbt_mini.methods.bbtv2 import LAYER_SEEDS, BBTv2Config, deep_projections, layer_seed, run_bbtv2
 from bbt_mini.methods.experiment import evaluate
 
 
@@ -121,3 +121,14 @@ def test_config_sizes_come_from_the_profile_and_bbtv2_takes_its_own_budget():
     assert (bbt.prompt_length, bbt.intrinsic_dim, bbt.popsize, bbt.budget, bbt.eval_every, bbt.sampler) == \
         (p.prompt_length, p.intrinsic_dim, p.popsize, p.budget, p.eval_every, "uniform")
     assert (v2.budget, v2.sampler, v2.popsize) == (70, "normal", 5)
+
+
+def test_bbtv2_draws_a_random_tokens_p0_from_the_runs_seed(setup):
+    """BBTv2 with p0="random-tokens" runs (it used to fail: p0_for was called without the seed), and its p0 is
+    the seed's draw, as BBT's is."""
+    config = BBTv2Config(**{**TINY, "p0": "random-tokens", "sampler": "uniform"})
+    r = run_bbtv2(setup, config, progress=False)
+    assert r["calls"] == TINY["budget"]
+    p0 = {seed: deep_projections(setup.service, config, seed, None)[1] for seed in (1, 2)}
+    np.testing.assert_array_equal(p0[1], build_p0("random-tokens", setup.service, TINY["prompt_length"], 1))
+    assert not np.array_equal(p0[1], p0[2])

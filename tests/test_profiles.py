@@ -253,3 +253,34 @@ def test_the_papers_settings_have_one_copy():
     assert config("bbt", full) == BBTConfig()
     for name, p in PROFILES.items():
         assert (p.sigma0, p.alpha, p.sampler) == (full.sigma0, full.alpha, full.sampler), name
+
+
+def test_the_server_and_the_package_share_one_dtype_rule_on_a_t4(monkeypatch, tmp_path):
+    """A T4 (7.5): torch calls bf16 "supported", vLLM refuses it there; server and package both choose float16."""
+    from pathlib import Path
+
+    from bbt_mini.core.settings import dtype_name
+    from bbt_mini.run import server
+
+    monkeypatch.delenv(settings.DTYPE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **kw: True)  # what torch answers on a T4
+    (tmp_path / "config.json").write_text("{}")
+    for capability, expected in (((7, 5), "float16"), ((8, 0), "bfloat16")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        cmd = server.command(Path("python"), str(tmp_path))
+        assert cmd[cmd.index("--dtype") + 1] == expected == dtype_name(default_dtype(torch.device("cuda")))
+
+
+def test_source_hash_covers_modules_in_every_layers_folder(tmp_path):
+    """An edit to a module in a subfolder (service/forward.py) changes the hash: no stale cached result."""
+    import shutil
+
+    from bbt_mini.run.runs import PACKAGE, hash_sources, source_hash
+
+    copy = shutil.copytree(PACKAGE, tmp_path / "bbt_mini", ignore=shutil.ignore_patterns("__pycache__"))
+    before = hash_sources(copy)
+    assert before == source_hash()
+    forward = copy / "service" / "forward.py"
+    forward.write_text(forward.read_text() + "\n# an edit\n")
+    assert hash_sources(copy) != before

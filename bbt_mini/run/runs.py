@@ -118,12 +118,19 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
     return RUNNERS[method](setup, tuner_config, checkpoint=checkpoint, resume=resume, progress=progress)
 
 
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
 @functools.lru_cache(maxsize=1)
 def source_hash() -> str:
     """A hash of the package's source files: results computed by other code are not reused."""
+    return hash_sources(PACKAGE)
+
+
+def hash_sources(package: Path) -> str:
+    """A hash of every module under ``package`` (in every layer's folder), by path and content."""
     h = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
-    for path in sorted(package.rglob("*.py")):  # every module, in every layer's folder
+    for path in sorted(package.rglob("*.py")):
         h.update(path.relative_to(package).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
