@@ -178,9 +178,7 @@ def test_the_between_cache_stays_within_its_bytes_and_changes_no_logit(tiny_caus
     np.testing.assert_allclose(tight(P, small).logits, ref, atol=1e-6)
     np.testing.assert_allclose(tight(P, small).logits, ref, atol=1e-6)  # again, partly from the cache
     assert 0 < small.cache_bytes() <= 20_000 and len(small._cache) < 6
-    big.clear_cache()
-    assert big.cache_bytes() == 0 and not big._cache
-    np.testing.assert_allclose(roomy(P, big).logits, ref, atol=1e-6)
+    np.testing.assert_allclose(roomy(P, big).logits, ref, atol=1e-6)  # the whole batch from the cache
 
 
 @pytest.mark.parametrize("shape", [(2, 3), (2, 3, 7), (2, 5, 3, 32), (0, 3, 32)])

@@ -36,6 +36,14 @@ class Batch:
         """Tokens of each example without the prompt and without ``head``."""
         return np.array([len(p) + (len(self.before[i]) if self.before else 0) for i, p in enumerate(self.pieces)])
 
+    def prefix(self, i: int) -> list:
+        """Example ``i``'s token ids before the prompt: its ``before`` text (placement "between"), else ``head``."""
+        return self.before[i] if self.before is not None else self.head
+
+    def full_ids(self, i: int) -> list:
+        """Example ``i``'s whole token ids without a prompt: what goes before it, then its piece."""
+        return self.prefix(i) + self.pieces[i]
+
     def cache_bytes(self) -> int:
         """Bytes held by the cached keys/values."""
         return sum(_kv_bytes(kv) for kv, _ in self._cache.values())
@@ -50,10 +58,6 @@ class Batch:
             return False
         self._cache[key] = entry
         return True
-
-    def clear_cache(self) -> None:
-        """Drop the cached keys/values (they are recomputed when needed)."""
-        self._cache.clear()
 
 
 def _kv_bytes(kv: list) -> int:

@@ -44,7 +44,7 @@ import torch
 from ..core.metrics import LOSSES, accuracy, check_loss, cross_entropy, f1, hinge, neg_acc
 from ..lm.encoding import Batch, encode
 from ..lm.models import LanguageModel
-from .forward import Forward
+from .forward import CACHE_BYTES, Forward
 
 __all__ = ["BlackBox", "Batch", "BudgetExhausted", "Meter", "Response", "LOSSES", "accuracy", "cross_entropy", "f1",
            "hinge", "neg_acc", "model_behind"]
@@ -100,7 +100,7 @@ class BlackBox:
 
     def __init__(self, lm: LanguageModel, label_words: Sequence[str], *, loss: str = "ce",
                  budget: int | None = None, max_tokens: int | None = None, group_size: int | None = None,
-                 cache_prompt: bool = True, cache_bytes: int = 2**29):
+                 cache_prompt: bool = True, cache_bytes: int = CACHE_BYTES):
         check_loss(loss)
         if len(label_words) < 2:
             raise ValueError("a classifier needs at least two label words")
@@ -111,10 +111,8 @@ class BlackBox:
             raise ValueError(f"label words {label_words} map to repeated tokens")
         self.loss = loss
         self.budget = budget
-        gpu = lm.device.type == "cuda"
-        self._forward = Forward(lm, self.label_ids, group_size=group_size or (1_000_000 if gpu else 4),
-                                max_tokens=max_tokens or (262_144 if gpu else 4_096), cache_prompt=cache_prompt,
-                                cache_bytes=cache_bytes)
+        self._forward = Forward(lm, self.label_ids, group_size=group_size, max_tokens=max_tokens,
+                                cache_prompt=cache_prompt, cache_bytes=cache_bytes)
         self.meter = Meter()
 
     # ------------------------------------------------------------------ what a provider publishes
@@ -196,8 +194,7 @@ class BlackBox:
         values: list = [[] for _ in range(self.num_layers)]
         with torch.inference_mode():
             for idx in self._forward.groups(batch):
-                ids, mask = self._forward.pad([batch.head + (batch.before[i] if batch.before else []) + batch.pieces[i]
-                                               for i in idx])
+                ids, mask = self._forward.pad([batch.full_ids(i) for i in idx])
                 # hidden_states[l] is what enters layer l (entry 0: the embeddings).
                 states = self._lm.body(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
                 for i in range(self.num_layers):

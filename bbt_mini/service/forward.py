@@ -104,18 +104,36 @@ class DeepPrompt:
         _remove_all(self._handles)
 
 
+# Defaults of a forward on a GPU and on a CPU (see BlackBox): examples per length group and tokens per forward.
+GROUP_SIZE = {"cuda": 1_000_000, "cpu": 4}
+MAX_TOKENS = {"cuda": 262_144, "cpu": 4_096}
+CACHE_BYTES = 2**29  # the most bytes of a batch's text keys/values (placement "between") kept: 512 MiB
+
+
 class Forward:
     """Label-word logits of prompts on a batch, from a frozen model (with or without gradients).
 
-    ``group_size`` and ``max_tokens``: see :class:`bbt_mini.service.blackbox.BlackBox`. ``cache_prompt``:
-    the prompt-cache strategy (causal LMs). ``cache_bytes``: the most bytes of a batch's text
-    keys/values (placement "between") kept for reuse; past it they are computed per call.
+    ``group_size`` and ``max_tokens``: see :class:`bbt_mini.service.blackbox.BlackBox` (default: the
+    device's, :data:`GROUP_SIZE` and :data:`MAX_TOKENS`). ``cache_prompt``: the prompt-cache strategy
+    (causal LMs). ``cache_bytes``: the most bytes of a batch's text keys/values (placement "between")
+    kept for reuse; past it they are computed per call.
+
+    Three strategies, one per way a prompt meets the text (:meth:`logits` picks one per batch):
+
+    * :meth:`read_prepend`: ``[head, prompt, text]`` in one forward (masked LMs; no cache);
+    * :meth:`read_on_cache`: ``[head, prompt]`` once per candidate, every text on its keys/values
+      (causal LMs: the prompt cannot see the text);
+    * :meth:`read_between`: ``[before (cached), prompt, after]`` (causal LMs, placement "between").
+
+    BBTv2's deep prompts ride along in each through :class:`DeepPrompt`.
     """
 
-    def __init__(self, lm: LanguageModel, label_ids: torch.Tensor, *, group_size: int, max_tokens: int,
-                 cache_prompt: bool, cache_bytes: int):
+    def __init__(self, lm: LanguageModel, label_ids: torch.Tensor, *, group_size: int | None = None,
+                 max_tokens: int | None = None, cache_prompt: bool = True, cache_bytes: int = CACHE_BYTES):
         self.lm, self.label_ids = lm, label_ids
-        self.group_size, self.max_tokens = group_size, max_tokens
+        device = "cuda" if lm.device.type == "cuda" else "cpu"
+        self.group_size = group_size or GROUP_SIZE[device]
+        self.max_tokens = max_tokens or MAX_TOKENS[device]
         self.cache_prompt = cache_prompt and lm.kind == "causal"
         self.cache_bytes = cache_bytes
         self.deep = DeepPrompt(lm.layers)
@@ -137,41 +155,57 @@ class Forward:
                              f"{self.lm.name} takes at most {limit}")
 
     def logits(self, prompts: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """(n, B, C) label-word logits of ``prompts`` (n, L, H) or deep ones (n, layers, L, H)."""
-        deep = prompts.dim() == 4
-        shallow = prompts[:, 0] if deep else prompts  # the input-level prompt (n, L, H)
-        n, L = shallow.shape[:2]
-        self.check_length(batch, L)
-        device = self.lm.device
-        out = torch.empty(n, len(batch), len(self.label_ids), device=device)
-        head = torch.tensor(batch.head, dtype=torch.long, device=device)
-        head_emb = self.lm.embed(head) if len(head) else None
-        padded = [(idx, *self.pad([batch.pieces[i] for i in idx])) for idx in self.groups(batch, L)]
-        widest = max(len(idx) * (ids.shape[1] + L + (len(batch.before[idx[-1]]) if batch.before else 0))
-                     for idx, ids, _ in padded)
-        per_forward = max(1, self.max_tokens // widest)  # candidates per forward
-        for c0 in range(0, n, per_forward):
-            c1 = min(n, c0 + per_forward)
-            nc = c1 - c0
-            chunk_deep = prompts[c0:c1] if deep else None
-            if self.cache_prompt and batch.before is None:  # the prompt's keys/values: once per chunk
-                prompt_kv = self.prompt_cache(shallow[c0:c1], chunk_deep, head_emb)
-            for idx, ids, mask in padded:
-                Bg = len(idx)
-                if batch.before is not None:
-                    h = self.between(shallow[c0:c1], chunk_deep, batch, idx, ids, mask)
-                    shift = L
-                elif self.cache_prompt:
-                    h = self.text_on_cache(prompt_kv, ids, nc)
-                    shift = 0
-                else:
-                    h = self.prepend(shallow[c0:c1], chunk_deep, head_emb, ids, mask)
-                    shift = L + len(batch.head)
-                pos = torch.as_tensor(batch.readout[idx], device=device).repeat(nc) + shift
-                hidden = h[torch.arange(nc * Bg, device=device), pos]
-                logits = self.lm.head_logits(hidden, self.label_ids).float().view(nc, Bg, -1)
-                out[c0:c1, torch.as_tensor(idx, device=device)] = logits
+        """(n, B, C) label-word logits of ``prompts`` (n, L, H) or deep ones (n, layers, L, H).
+
+        Candidates go in chunks that keep a forward within ``max_tokens``; each chunk meets every
+        length group of the batch through one strategy, which returns the read-out hidden states.
+        """
+        deep = prompts if prompts.dim() == 4 else None
+        shallow = prompts[:, 0] if deep is not None else prompts  # the input-level prompt (n, L, H)
+        self.check_length(batch, shallow.shape[1])
+        groups = [(idx, *self.pad([batch.pieces[i] for i in idx])) for idx in self.groups(batch, shallow.shape[1])]
+        read = self.read_between if batch.before is not None else \
+            self.read_on_cache if self.cache_prompt else self.read_prepend
+        out = torch.empty(len(shallow), len(batch), len(self.label_ids), device=self.lm.device)
+        for chunk in self.chunks(len(shallow), batch, groups, shallow.shape[1]):
+            for idx, hidden in read(shallow[chunk], None if deep is None else deep[chunk], batch, groups):
+                logits = self.lm.head_logits(hidden, self.label_ids).float()
+                out[chunk, torch.as_tensor(idx, device=self.lm.device)] = logits.view(len(shallow[chunk]), len(idx), -1)
         return out
+
+    def chunks(self, n: int, batch: Batch, groups: list, L: int) -> list[slice]:
+        """Slices of the ``n`` candidates, as many per forward as fit in ``max_tokens`` with the widest group."""
+        widest = max(len(idx) * (ids.shape[1] + L + (len(batch.before[idx[-1]]) if batch.before else 0))
+                     for idx, ids, _ in groups)
+        per_forward = max(1, self.max_tokens // widest)
+        return [slice(c0, min(n, c0 + per_forward)) for c0 in range(0, n, per_forward)]
+
+    def _at(self, h: torch.Tensor, batch: Batch, idx: np.ndarray, nc: int, shift: int) -> torch.Tensor:
+        """The hidden states (nc * len(idx), H) at each example's read-out token, ``shift`` tokens into ``h``."""
+        pos = torch.as_tensor(batch.readout[idx], device=h.device).repeat(nc) + shift
+        return h[torch.arange(len(pos), device=h.device), pos]
+
+    def _head_emb(self, batch: Batch):
+        return self.lm.embed(torch.tensor(batch.head, dtype=torch.long, device=self.lm.device)) if batch.head else None
+
+    def read_prepend(self, prompt, deep, batch: Batch, groups: list):
+        """``[head, prompt, text]``: every (candidate, example) of a group in one forward."""
+        head_emb = self._head_emb(batch)
+        for idx, ids, mask in groups:
+            h = self.prepend(prompt, deep, head_emb, ids, mask)
+            yield idx, self._at(h, batch, idx, len(prompt), prompt.shape[1] + len(batch.head))
+
+    def read_on_cache(self, prompt, deep, batch: Batch, groups: list):
+        """``[head, prompt]``'s keys/values once per candidate, then every group's texts on top of them."""
+        prompt_kv = self.prompt_cache(prompt, deep, self._head_emb(batch))
+        for idx, ids, _ in groups:
+            yield idx, self._at(self.text_on_cache(prompt_kv, ids, len(prompt)), batch, idx, len(prompt), 0)
+
+    def read_between(self, prompt, deep, batch: Batch, groups: list):
+        """``[before (cached), prompt, after]``: the read-out token is in ``after``, behind the prompt."""
+        for idx, ids, mask in groups:
+            h = self.between(prompt, deep, batch, idx, ids, mask)
+            yield idx, self._at(h, batch, idx, len(prompt), prompt.shape[1])
 
     def _with_head(self, prompt: torch.Tensor, head_emb) -> torch.Tensor:
         if head_emb is None:

@@ -441,13 +441,11 @@ class RemoteService:
     def _sequences(self, prompts: np.ndarray, batch: Batch) -> list:
         """The embedded sequences ``[head, prompt, text]`` (or ``[before, prompt, after]``), candidate-major."""
         table = self._table
-        head = table[batch.head] if batch.head else table[:0]
         seqs = []
         for p in prompts:
             p = torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32))
             for i, piece in enumerate(batch.pieces):
-                before = table[batch.before[i]] if batch.before is not None else head
-                seqs.append(torch.cat([before, p, table[piece]]).to(self._wire_dtype))
+                seqs.append(torch.cat([table[batch.prefix(i)], p, table[piece]]).to(self._wire_dtype))
         return seqs
 
     def _scores(self, seqs: list, token_ids: Sequence[int] | None = None) -> np.ndarray:
@@ -505,8 +503,7 @@ class RemoteService:
                                   f"the budget of {self.budget} are left")
         if not self._checked:
             self.check_server()
-        longest = prompts.shape[1] + max(len(batch.head) + len(piece) + (len(batch.before[i]) if batch.before else 0)
-                                         for i, piece in enumerate(batch.pieces))
+        longest = prompts.shape[1] + max(len(batch.full_ids(i)) for i in range(len(batch)))
         if self.max_length is not None and longest > self.max_length:
             raise ValueError(f"the longest example with the prompt has {longest} tokens; the server takes at most "
                              f"{self.max_length} (--max-model-len)")

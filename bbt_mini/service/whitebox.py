@@ -30,11 +30,8 @@ class WhiteBox:
         self.lm = lm
         self.label_words = tuple(label_words)
         label_ids = torch.tensor([lm.token_id(w) for w in label_words], device=lm.device)
-        gpu = lm.device.type == "cuda"
         # The service's defaults (see BlackBox), and no prompt cache: every forward is a plain one.
-        self.forward = Forward(lm, label_ids, group_size=group_size or (1_000_000 if gpu else 4),
-                               max_tokens=max_tokens or (262_144 if gpu else 4_096), cache_prompt=False,
-                               cache_bytes=2**29)
+        self.forward = Forward(lm, label_ids, group_size=group_size, max_tokens=max_tokens, cache_prompt=False)
 
     @classmethod
     def behind(cls, service: BlackBox, dtype: torch.dtype | None = None) -> "WhiteBox":
@@ -69,10 +66,9 @@ class WhiteBox:
         out = torch.empty(len(batch), self.hidden_size)
         with torch.inference_mode():
             for idx in self.forward.groups(batch):
-                befores = [batch.before[i] if batch.before else [] for i in idx]
-                ids, mask = self.forward.pad([batch.head + b + batch.pieces[i] for b, i in zip(befores, idx)])
+                ids, mask = self.forward.pad([batch.full_ids(i) for i in idx])
                 h = self.lm.body(input_ids=ids, attention_mask=mask).last_hidden_state
-                pos = torch.as_tensor(batch.readout[idx] + len(batch.head) + np.array([len(b) for b in befores]))
+                pos = torch.as_tensor(batch.readout[idx] + np.array([len(batch.prefix(i)) for i in idx]))
                 out[torch.as_tensor(idx)] = h[torch.arange(len(idx)), pos.to(h.device)].float().cpu()
         return out
 
