@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from bbt_mini.service.blackbox import BlackBox, BudgetExhausted, model_behind
+from bbt_mini.service.blackbox import BlackBox, model_behind
+from bbt_mini.service.base import BudgetExhausted
 from bbt_mini.methods.experiment import Setup, texts_for
 from bbt_mini.lm.models import LanguageModel
 from bbt_mini.data.tasks import get_task

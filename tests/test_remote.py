@@ -132,9 +132,9 @@ def _handler(stub: Stub):
 def stub(tiny_causal):
     from transformers import AutoTokenizer
 
-    from bbt_mini.service.remote import _embedding_table
+    from bbt_mini.service.wire import embedding_table
 
-    s = Stub(_embedding_table(tiny_causal), AutoTokenizer.from_pretrained(tiny_causal))
+    s = Stub(embedding_table(tiny_causal), AutoTokenizer.from_pretrained(tiny_causal))
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(s))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -146,7 +146,7 @@ def stub(tiny_causal):
 
 def stub_fingerprint(stub, tokenizer):
     """The stub's own fingerprint (its mean rule's canary answer), as a provider would publish it."""
-    from bbt_mini.service.remote import canary_ids, canary_sequences
+    from bbt_mini.service.fingerprint import canary_ids, canary_sequences
 
     ids = canary_ids(tokenizer)
     rows = [torch.log_softmax(seq.mean(0) @ stub.table[ids].T, -1).tolist()
@@ -207,7 +207,7 @@ def test_bfloat16_on_the_wire_halves_the_bytes_and_rounds_like_the_server(stub, 
 
 
 def test_wrong_api_key_is_refused_with_a_clear_error(stub, tiny_causal):
-    from bbt_mini.service.remote import ServiceError
+    from bbt_mini.service.transport import ServiceError
 
     stub.key = "right"
     service = _service(stub, tiny_causal, api_key="wrong")
@@ -218,7 +218,7 @@ def test_wrong_api_key_is_refused_with_a_clear_error(stub, tiny_causal):
 
 
 def test_label_word_missing_from_the_answer_is_an_error_not_a_loss(stub, tiny_causal):
-    from bbt_mini.service.remote import ServiceError
+    from bbt_mini.service.transport import ServiceError
 
     service = _service(stub, tiny_causal)
     stub.drop = service.label_ids[1]
@@ -227,7 +227,7 @@ def test_label_word_missing_from_the_answer_is_an_error_not_a_loss(stub, tiny_ca
 
 
 def test_raw_logprobs_from_a_server_without_processed_mode_are_refused(stub, tiny_causal):
-    from bbt_mini.service.remote import ServiceError
+    from bbt_mini.service.transport import ServiceError
 
     stub.raw = True
     service = _service(stub, tiny_causal)
@@ -247,7 +247,8 @@ def test_busy_server_is_retried_with_backoff_and_the_answer_is_kept(stub, tiny_c
 def test_unreachable_server_gives_a_clear_error_after_bounded_retries(tiny_causal):
     import socket
 
-    from bbt_mini.service.remote import RemoteService, ServiceUnavailable
+    from bbt_mini.service.remote import RemoteService
+    from bbt_mini.service.transport import ServiceUnavailable
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -260,7 +261,7 @@ def test_unreachable_server_gives_a_clear_error_after_bounded_retries(tiny_causa
 
 
 def test_slow_server_times_out_on_every_try(stub, tiny_causal):
-    from bbt_mini.service.remote import ServiceUnavailable
+    from bbt_mini.service.transport import ServiceUnavailable
 
     service = _service(stub, tiny_causal, timeout=0.3, retries=1)
     service.check_server()
@@ -272,7 +273,7 @@ def test_slow_server_times_out_on_every_try(stub, tiny_causal):
 
 
 def test_server_with_another_tokenizer_is_refused(stub, tiny_causal):
-    from bbt_mini.service.remote import ServiceError
+    from bbt_mini.service.transport import ServiceError
 
     stub.other_tokenizer = True
     service = _service(stub, tiny_causal)
@@ -281,7 +282,7 @@ def test_server_with_another_tokenizer_is_refused(stub, tiny_causal):
 
 
 def test_server_with_another_hidden_size_is_refused(stub, tiny_causal):
-    from bbt_mini.service.remote import ServiceError
+    from bbt_mini.service.transport import ServiceError
 
     stub.table = torch.zeros(len(WORDS), 64)
     service = _service(stub, tiny_causal)
@@ -302,7 +303,7 @@ def test_fingerprint_computed_in_process_accepts_the_same_weights_and_refuses_ot
         stub, tiny_causal, other_weights, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from bbt_mini.service.remote import ServiceError
+    from bbt_mini.service.transport import ServiceError
 
     monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
     stub.model = AutoModelForCausalLM.from_pretrained(tiny_causal, dtype=torch.float32).eval()
@@ -332,7 +333,8 @@ def test_published_fingerprint_is_used_before_computing_one(stub, tiny_causal, t
 
     from transformers import AutoModelForCausalLM
 
-    from bbt_mini.service.remote import FINGERPRINT_FILE, ServiceError, model_fingerprint, publish_fingerprint
+    from bbt_mini.service.fingerprint import FINGERPRINT_FILE, model_fingerprint, publish_fingerprint
+    from bbt_mini.service.transport import ServiceError
 
     folder = tmp_path / "published"
     shutil.copytree(tiny_causal, folder)
@@ -357,7 +359,7 @@ def test_without_a_fingerprint_other_weights_pass_with_a_warning_saying_what_was
 
 
 def test_deep_prompts_and_hidden_states_are_refused(stub, tiny_causal):
-    from bbt_mini.service.remote import ServiceError
+    from bbt_mini.service.transport import ServiceError
 
     service = _service(stub, tiny_causal)
     batch = service.encode(TEXTS, [1, 0, 0, 1])
@@ -405,3 +407,26 @@ def test_service_url_builds_a_remote_service_with_the_key_and_the_servers_dtype(
     service = setup.service
     assert isinstance(service, RemoteService) and service.label_words == LABELS and service.dtype == "bfloat16"
     assert service(_prompts(service, n=1), setup.train).logits.shape == (1, 4, 2)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(loss="mse"), "unknown loss 'mse'"),
+    (dict(prompts=np.zeros((2, 3), np.float32)), r"prompts must have shape \(n, L, 32\)"),
+    (dict(prompts=np.full((1, 2, 32), np.nan, np.float32)), "prompts contain NaN or inf"),
+    (dict(prompts=np.zeros((0, 2, 32), np.float32)), "no candidate prompts given"),
+    (dict(budget=2), "needs 3 API calls but only 2 of the budget of 2"),
+])
+def test_remote_and_in_process_services_refuse_the_same_requests_alike(stub, tiny_causal, bad, match):
+    """One copy of the provider's checks (bbt_mini.service.base): both services refuse a bad request the same way."""
+    from bbt_mini.lm.loading import load_model
+    from bbt_mini.service.base import BudgetExhausted
+    from bbt_mini.service.blackbox import BlackBox
+
+    local = BlackBox(load_model(str(tiny_causal), device="cpu", dtype=torch.float32), LABELS,
+                     budget=bad.get("budget"))
+    remote = _service(stub, tiny_causal, budget=bad.get("budget"))
+    prompts = bad.get("prompts", _prompts(remote))
+    for service in (local, remote):
+        batch = service.encode(TEXTS[:2], [0, 1])
+        with pytest.raises((ValueError, BudgetExhausted), match=match):
+            service(prompts, batch, loss=bad.get("loss"))

@@ -11,7 +11,8 @@ from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 from bbt_mini.__main__ import main
 from bbt_mini.methods.bbt import BBTConfig, run_bbt
 from bbt_mini.methods.bbtv2 import BBTv2Config, run_bbtv2
-from bbt_mini.service.blackbox import BlackBox, BudgetExhausted
+from bbt_mini.service.blackbox import BlackBox
+from bbt_mini.service.base import BudgetExhausted
 from bbt_mini.methods.tuning import Run
 
 

@@ -89,7 +89,7 @@ def test_vllm_label_word_scores_match_the_in_process_model(vllm, smol):
 
 
 def test_vllm_refuses_a_wrong_api_key_clearly(vllm):
-    from bbt_mini.service.remote import ServiceError
+    from bbt_mini.service.transport import ServiceError
 
     remote = _remote()
     remote.api_key = "not-the-key"
@@ -103,7 +103,8 @@ def test_vllm_bbt_killed_server_is_a_clear_error_and_resume_ends_like_the_uninte
     from bbt_mini.core.profiles import get_profile
     from bbt_mini.methods.bbt import BBTConfig, run_bbt
     from bbt_mini.run.prepare import prepare
-    from bbt_mini.service.remote import RemoteService, ServiceUnavailable
+    from bbt_mini.service.remote import RemoteService
+    from bbt_mini.service.transport import ServiceUnavailable
 
     monkeypatch.setenv("BBT_API_KEY", "")
     cli = ["run", "--task", "rotten_tomatoes", "--method", "bbt", "--service", URL, "--api-key", KEY, "--seed", "1",

@@ -60,6 +60,16 @@ class Batch:
         return True
 
 
+def single_token_id(tokenizer, word: str, model: str) -> int:
+    """The single token id of a label word, or a clear error naming how the word splits."""
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"label word {word!r} is not a single token for {model}: it splits into "
+                         f"{tokenizer.convert_ids_to_tokens(ids)}. Choose a word that is one token (for most "
+                         "tokenizers, mind the leading space).")
+    return ids[0]
+
+
 def _kv_bytes(kv: list) -> int:
     return sum(t.numel() * t.element_size() for pair in kv for t in pair)
 

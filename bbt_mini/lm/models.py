@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .encoding import single_token_id
+
 
 @dataclass
 class LanguageModel:
@@ -76,14 +78,7 @@ class LanguageModel:
 
     def token_id(self, word: str) -> int:
         """The single token id of a label word, or a clear error naming how the word splits."""
-        ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            pieces = self.tokenizer.convert_ids_to_tokens(ids)
-            raise ValueError(
-                f"label word {word!r} is not a single token for {self.name}: it splits into {pieces}. "
-                "Choose a word that is one token (for most tokenizers, mind the leading space)."
-            )
-        return ids[0]
+        return single_token_id(self.tokenizer, word, self.name)
 
     def head_logits(self, hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """Logits of ``token_ids`` only, from final hidden states ``hidden`` of shape (N, hidden).

@@ -41,19 +41,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..core.metrics import LOSSES, accuracy, check_loss, cross_entropy, f1, hinge, neg_acc
+from ..core.metrics import LOSSES, check_loss
+from ..core.settings import dtype_name
 from ..lm.encoding import Batch, encode
 from ..lm.models import LanguageModel
+from .base import check_budget, check_label_ids, check_prompts
 from .forward import CACHE_BYTES, Forward
 
-__all__ = ["BlackBox", "Batch", "BudgetExhausted", "Meter", "Response", "LOSSES", "accuracy", "cross_entropy", "f1",
-           "hinge", "neg_acc", "model_behind"]
+__all__ = ["BlackBox", "Meter", "Response", "model_behind"]
 
 BYTES_PER_FLOAT = 4  # a client sends and receives float32
-
-
-class BudgetExhausted(RuntimeError):
-    """Raised before a request that would spend more API calls than the budget allows."""
 
 
 @dataclass
@@ -102,13 +99,11 @@ class BlackBox:
                  budget: int | None = None, max_tokens: int | None = None, group_size: int | None = None,
                  cache_prompt: bool = True, cache_bytes: int = CACHE_BYTES):
         check_loss(loss)
-        if len(label_words) < 2:
-            raise ValueError("a classifier needs at least two label words")
         self._lm = lm
         self.label_words = tuple(label_words)
-        self.label_ids = torch.tensor([lm.token_id(w) for w in label_words], device=lm.device)
-        if len(set(self.label_ids.tolist())) != len(label_words):
-            raise ValueError(f"label words {label_words} map to repeated tokens")
+        ids = [lm.token_id(w) for w in label_words]
+        check_label_ids(label_words, ids)
+        self.label_ids = torch.tensor(ids, device=lm.device)
         self.loss = loss
         self.budget = budget
         self._forward = Forward(lm, self.label_ids, group_size=group_size, max_tokens=max_tokens,
@@ -135,7 +130,7 @@ class BlackBox:
     @property
     def dtype(self) -> str:
         """The number format the model runs in (``"float32"``, ``"bfloat16"``...): results depend on it."""
-        return str(self._lm.dtype).replace("torch.", "")
+        return dtype_name(self._lm.dtype)
 
     @property
     def device(self) -> str:
@@ -221,11 +216,7 @@ class BlackBox:
         name = check_loss(loss or self.loss)
         prompts = self._check(prompts)
         n = prompts.shape[0]
-        if self.budget is not None and self.meter.calls + n > self.budget:
-            raise BudgetExhausted(
-                f"this request needs {n} API calls but only {self.budget - self.meter.calls} of the budget of "
-                f"{self.budget} are left"
-            )
+        check_budget(self.budget, self.meter.calls, n)
         with torch.inference_mode():
             logits = self._forward.logits(prompts, batch).float().cpu().numpy()
         if not np.isfinite(logits).all():
@@ -244,19 +235,9 @@ class BlackBox:
         return Response(logits=logits, loss=losses)
 
     def _check(self, prompts) -> torch.Tensor:
-        p = torch.as_tensor(np.asarray(prompts, dtype=np.float32) if not torch.is_tensor(prompts) else prompts)
-        H, layers = self.hidden_size, self.num_layers
-        ok = (p.dim() == 3 and p.shape[-1] == H) or (p.dim() == 4 and p.shape[1] == layers and p.shape[-1] == H)
-        if not ok:
-            raise ValueError(
-                f"prompts must have shape (n, L, {H}) or, for a deep prompt, (n, {layers}, L, {H}); "
-                f"got {tuple(p.shape)}"
-            )
-        if p.shape[0] == 0:
-            raise ValueError("no candidate prompts given")
-        if not torch.isfinite(p).all():
-            raise ValueError("prompts contain NaN or inf")
-        return p.to(self._lm.device, self._lm.dtype)
+        p = prompts.detach().cpu().float().numpy() if torch.is_tensor(prompts) else np.asarray(prompts, np.float32)
+        check_prompts(p, self.hidden_size, self.num_layers)
+        return torch.as_tensor(p).to(self._lm.device, self._lm.dtype)
 
 
 def model_behind(service: BlackBox) -> LanguageModel:

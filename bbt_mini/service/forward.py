@@ -26,6 +26,7 @@ from transformers import DynamicCache
 
 from ..lm.encoding import Batch, length_groups, pad
 from ..lm.models import LanguageModel
+from .base import check_length
 
 
 def _cache_name(module: torch.nn.Module) -> str:
@@ -148,11 +149,7 @@ class Forward:
 
     def check_length(self, batch: Batch, prompt_length: int) -> None:
         """Refuse a batch whose longest example with the prompt exceeds the model's length limit."""
-        limit = self.lm.max_length
-        longest = len(batch.head) + prompt_length + int(batch.lengths().max())
-        if limit is not None and longest > limit:
-            raise ValueError(f"the longest example with the prompt has {longest} tokens; "
-                             f"{self.lm.name} takes at most {limit}")
+        check_length(batch, prompt_length, self.lm.max_length, self.lm.name)
 
     def logits(self, prompts: torch.Tensor, batch: Batch) -> torch.Tensor:
         """(n, B, C) label-word logits of ``prompts`` (n, L, H) or deep ones (n, layers, L, H).

@@ -6,6 +6,12 @@ the model runs in another process, here vLLM's OpenAI-compatible server
 (``python -m bbt_mini serve`` starts one). BBT and BBTv2's input-layer prompt run through it
 unchanged.
 
+Its parts, one idea each: :mod:`bbt_mini.service.base` (the checks every black box makes
+before it computes, shared with the in-process one), :mod:`bbt_mini.service.transport`
+(HTTP, retries, backoff, byte metering), :mod:`bbt_mini.service.fingerprint` (checking the
+served weights) and :mod:`bbt_mini.service.wire` (what the client holds and sends); this
+module is the client service that puts them together.
+
 **What the client holds.** Today's servers take the *whole embedded sequence*
 (``prompt_embeds``: a base64 ``torch.save`` of a ``(sequence, hidden)`` tensor), not ``z``.
 So the client keeps the model's tokenizer and input-embedding table (public for open
@@ -52,16 +58,9 @@ are refused. Masked LMs are refused too (the Completions API reads the next toke
 """
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
-import http.client
-import io
-import json
-import socket
 import threading
 import time
-import urllib.parse
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,130 +68,18 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from ..core import settings
-from ..core.metrics import LOSSES
-from ..core.settings import cache_dir
-from ..lm.encoding import Batch, encode
-from ..lm.loading import OFFLINE_MODELS, model_folder
-from .blackbox import BudgetExhausted, Meter, Response
+from ..core.metrics import LOSSES, check_loss
+from ..lm.encoding import Batch, encode, single_token_id
+from .base import check_budget, check_label_ids, check_length, check_prompts
+from .blackbox import Meter, Response
+from .fingerprint import FINGERPRINT_TOLERANCE, PROBE_TEXT, canary_ids, canary_sequences, model_fingerprint
+from .transport import ServiceError, Transport
+from .wire import client_model, embedding_table, sequences, wire_bytes
 
-__all__ = ["RemoteService", "ServiceError", "ServiceUnavailable", "compute_fingerprint", "model_fingerprint",
-           "publish_fingerprint", "remote_service", "wire_bytes"]
-
-PROBE_TEXT = "Review: a gripping, funny film. Sentiment:"  # the tokenizer check's text
 SUM_TOLERANCE = 1e-3  # |log sum_c p_c| above this: the scores are not renormalised over the label words
-CANARY_TEXTS = (PROBE_TEXT, "Question: is the sky green? Answer:")  # the fingerprint's fixed request
-CANARY_TOKENS = 8  # the canary is scored over at most this many of the probe text's distinct tokens
-# Largest |gap| between a server's canary log-probabilities and the fingerprint that passes. It admits
-# bfloat16 servers (bf16 keeps 8 bits of mantissa; label-word gaps of 0.04-0.06 were measured against
-# float32), while other weights miss by whole units.
-FINGERPRINT_TOLERANCE = 0.3
-FINGERPRINT_FILE = "bbt_fingerprint.json"  # a fingerprint published with the model, in its folder
-
-
-class ServiceError(RuntimeError):
-    """The server answered, but not as a black box for this model must (refused, mismatched, incomplete)."""
-
-
-class ServiceUnavailable(ServiceError):
-    """The server did not answer (down, unreachable, too slow) after every retry."""
-
-
-def _client_model(model: str | Path) -> Path:
-    """The folder holding the model's tokenizer and weights (only its embedding table is read)."""
-    folder = model_folder(str(model))
-    if isinstance(folder, Path):
-        return folder
-    raise ValueError(f"the client needs the model's tokenizer and embedding table: {model!r} is neither an offline "
-                     f"model ({sorted(OFFLINE_MODELS)}) nor a local folder")
-
-
-def _embedding_table(folder: Path):
-    """The input-embedding matrix (vocab, hidden) from the folder's safetensors, without the transformer."""
-    files = sorted(folder.glob("*.safetensors"))
-    for path in files:
-        with safe_open(str(path), "pt") as f:
-            for key in f.keys():
-                if key.endswith(("embed_tokens.weight", "wte.weight", "word_embeddings.weight")):
-                    return f.get_tensor(key)
-    raise ValueError(f"no input-embedding table (embed_tokens / wte / word_embeddings) in {folder}'s safetensors")
-
-
-def canary_ids(tokenizer) -> list[int]:
-    """The tokens the canary is scored over: the first distinct ones of :data:`PROBE_TEXT` (any tokenizer has them)."""
-    ids = []
-    for t in tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]:
-        if t not in ids:
-            ids.append(t)
-    if len(ids) < 2:
-        raise ValueError(f"the probe text {PROBE_TEXT!r} has fewer than two distinct tokens in this tokenizer")
-    return ids[:CANARY_TOKENS]
-
-
-def canary_sequences(tokenizer, table) -> list:
-    """The canary request's embedded sequences (the tokenizer's own special tokens included)."""
-    return [table[tokenizer(text)["input_ids"]] for text in CANARY_TEXTS]
-
-
-def compute_fingerprint(folder: str | Path) -> dict:
-    """The canary's label log-probabilities computed in-process, in float32, from the folder's weights."""
-    folder = Path(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    table = model.get_input_embeddings().weight.detach()
-    ids = canary_ids(tokenizer)
-    rows = []
-    with torch.inference_mode():
-        for seq in canary_sequences(tokenizer, table):
-            logits = model(inputs_embeds=seq[None]).logits[0, -1, ids].double()
-            rows.append(torch.log_softmax(logits, -1).tolist())
-    return {"token_ids": ids, "texts": list(CANARY_TEXTS), "logprobs": rows, "dtype": "float32"}
-
-
-def _weights_key(folder: Path) -> str:
-    """Which weights a cached fingerprint belongs to: the folder and its safetensors' names, sizes and times."""
-    h = hashlib.sha256(str(folder.resolve()).encode())
-    for path in sorted(folder.glob("*.safetensors")):
-        st = path.stat()
-        h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:20]
-
-
-def publish_fingerprint(folder: str | Path) -> Path:
-    """Compute the model's fingerprint and write it into its folder (what a provider would publish)."""
-    path = Path(folder) / FINGERPRINT_FILE
-    path.write_text(json.dumps(compute_fingerprint(folder)))
-    return path
-
-
-def model_fingerprint(folder: str | Path) -> dict | None:
-    """The fingerprint published in ``folder``, else one computed once in-process and cached; None without
-    the weights (a folder holding only the tokenizer and the embedding table)."""
-    folder = Path(folder)
-    published = folder / FINGERPRINT_FILE
-    if published.is_file():
-        return json.loads(published.read_text())
-    cached = cache_dir() / "fingerprints" / f"{_weights_key(folder)}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
-    try:
-        found = compute_fingerprint(folder)
-    except (OSError, ValueError) as err:  # no full weights here
-        warnings.warn(f"no fingerprint for {folder} ({type(err).__name__}: {err})", stacklevel=2)
-        return None
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(found))
-    return found
-
-
-def wire_bytes(tensor) -> str:
-    """A tensor as vLLM's ``prompt_embeds`` takes it: base64 of its ``torch.save``."""
-    buf = io.BytesIO()
-    torch.save(tensor.contiguous(), buf)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class RemoteService:
@@ -228,34 +115,27 @@ class RemoteService:
                  api_key: str | None = None, timeout: float = 300.0, retries: int = 4, backoff: float = 1.0,
                  per_request: int = 32, in_flight: int = 2, wire_dtype: str = "float32",
                  server_dtype: str | None = None, fingerprint: dict | str | None = "auto"):
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
-        if len(label_words) < 2:
-            raise ValueError("a classifier needs at least two label words")
-        if per_request < 1 or in_flight < 1 or retries < 0 or timeout <= 0:
-            raise ValueError("per_request and in_flight must be at least 1, retries at least 0, timeout positive")
-        parsed = urllib.parse.urlsplit(url.rstrip("/"))
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"the service URL must look like http://host:port/v1; got {url!r}")
-        self.url, self._parsed = url.rstrip("/"), parsed
-        self.folder = _client_model(model)
+        check_loss(loss)
+        if per_request < 1 or in_flight < 1:
+            raise ValueError("per_request and in_flight must be at least 1")
+        self.meter = Meter()
+        self.transport = Transport(url, self.meter, api_key=api_key, timeout=timeout, retries=retries,
+                                   backoff=backoff)
+        self.url = self.transport.url
+        self.folder = client_model(model)
         config = AutoConfig.from_pretrained(self.folder)
         if getattr(config, "is_decoder", False) is False and "CausalLM" not in " ".join(config.architectures or []):
             raise ValueError(f"{model!r} is not a causal LM: the Completions API reads the next token only")
         self._config = config
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-        self._table = _embedding_table(self.folder)  # (vocab, hidden) float32: what the client must hold
+        self._table = embedding_table(self.folder)  # (vocab, hidden) float32: what the client must hold
         self._wire_dtype = getattr(torch, wire_dtype)
         self.model_name = str(model)
         self.label_words = tuple(label_words)
         self.label_ids = [self._single_token(w) for w in label_words]
-        if len(set(self.label_ids)) != len(self.label_ids):
-            raise ValueError(f"label words {label_words} map to repeated tokens")
+        check_label_ids(label_words, self.label_ids)
         self.loss, self.budget = loss, budget
-        self.api_key, self.timeout, self.retries, self.backoff = api_key, timeout, retries, backoff
         self.per_request, self.in_flight = per_request, in_flight
-        self.meter = Meter()
-        self._lock = threading.Lock()  # requests in flight update the meter from several threads
         self.dtype = server_dtype or settings.server_dtype()
         self.served_name = served_name
         if not (fingerprint is None or fingerprint == "auto" or isinstance(fingerprint, dict)):
@@ -265,6 +145,15 @@ class RemoteService:
         self.fingerprint_gap: float | None = None  # the canary's largest gap, once checked (None: not checked)
         self.max_length: int | None = None
         self._checked = False
+
+    @property
+    def api_key(self) -> str | None:
+        """The key sent as ``Authorization: Bearer ...`` (settable: the transport sends the new one)."""
+        return self.transport.api_key
+
+    @api_key.setter
+    def api_key(self, key: str | None) -> None:
+        self.transport.api_key = key
 
     # ------------------------------------------------------------------ what a provider publishes
 
@@ -290,11 +179,7 @@ class RemoteService:
         return int(self._table.shape[0])
 
     def _single_token(self, word: str) -> int:
-        ids = self.tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ValueError(f"label word {word!r} is not a single token: it splits into "
-                             f"{self.tokenizer.convert_ids_to_tokens(ids)}")
-        return ids[0]
+        return single_token_id(self.tokenizer, word, self.model_name)
 
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -316,67 +201,8 @@ class RemoteService:
     def encode(self, texts: Sequence, labels: Sequence[int]) -> Batch:
         return encode(self.tokenizer, self.kind, texts, labels, self.num_classes)
 
-    # ------------------------------------------------------------------ HTTP
-
-    def _headers(self, body: bytes | None) -> dict:
-        h = {"Host": self._parsed.netloc, "Accept": "application/json", "Connection": "close"}
-        if body is not None:
-            h.update({"Content-Type": "application/json", "Content-Length": str(len(body))})
-        if self.api_key:
-            h["Authorization"] = f"Bearer {self.api_key}"
-        return h
-
-    def _once(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, int, int]:
-        """One HTTP exchange: (status, body, bytes up, bytes down), headers counted."""
-        cls = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
-        conn = cls(self._parsed.hostname, self._parsed.port, timeout=self.timeout)
-        target = self._parsed.path + path
-        headers = self._headers(body)
-        up = len(f"{method} {target} HTTP/1.1\r\n") + sum(len(f"{k}: {v}\r\n") for k, v in headers.items()) + 2
-        try:
-            conn.request(method, target, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            down = len(data) + sum(len(f"{k}: {v}\r\n") for k, v in resp.getheaders()) + 17
-            return resp.status, data, up + len(body or b""), down
-        finally:
-            conn.close()
-
     def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
-        """A request with retries on transport failures and 5xx/429; a clear error otherwise."""
-        body = None if payload is None else json.dumps(payload).encode()
-        last = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                status, data, up, down = self._once(method, path, body)
-            except (OSError, http.client.HTTPException, socket.timeout) as err:  # refused, reset, timed out
-                last = f"{type(err).__name__}: {err}"
-                continue
-            with self._lock:
-                self.meter.requests += 1
-                self.meter.bytes_up += up
-                self.meter.bytes_down += down
-            if status in (429,) or status >= 500:
-                last = f"HTTP {status}: {data[:300].decode(errors='replace')}"
-                continue
-            if status == 401:
-                raise ServiceError(f"the service at {self.url} refused the API key (HTTP 401): "
-                                   "give the key the server was started with (--api-key / $BBT_API_KEY)")
-            if status != 200:
-                raise ServiceError(f"the service at {self.url} refused {method} {path} (HTTP {status}): "
-                                   f"{data[:500].decode(errors='replace')}")
-            try:
-                return json.loads(data)
-            except ValueError as err:
-                raise ServiceError(f"the service at {self.url} answered {path} with something other than JSON: "
-                                   f"{data[:200]!r}") from err
-        waited = sum(self.backoff * 2 ** i for i in range(self.retries))
-        raise ServiceUnavailable(f"the service at {self.url} did not answer {method} {path} after "
-                                 f"{self.retries + 1} tries over {waited:.0f} s of waits ({self.timeout:.0f} s "
-                                 f"timeout each); last error: {last}. Start it (python -m bbt_mini serve) and, for "
-                                 "a run with --checkpoint, continue with --resume")
+        return self.transport.request(method, path, payload)
 
     # ------------------------------------------------------------------ the first exchange
 
@@ -392,8 +218,7 @@ class RemoteService:
             raise ServiceError(f"the server serves {names}, not {self.served_name!r}")
         info = next(m for m in listed if m.get("id") == self.served_name)
         self.max_length = info.get("max_model_len")
-        root = urllib.parse.urlunsplit(self._parsed._replace(path=""))
-        theirs = self._tokenize(root)
+        theirs = self._tokenize()
         ours = self.tokenizer(PROBE_TEXT)["input_ids"]
         if theirs is not None and theirs != ours:
             raise ServiceError(f"the server's tokenizer differs from the client's ({self.folder}): {PROBE_TEXT!r} "
@@ -422,31 +247,20 @@ class RemoteService:
                                "bfloat16 rounding passes): it serves other weights with the same tokenizer and "
                                "hidden size; refused")
 
-    def _tokenize(self, root: str) -> list | None:
+    def _tokenize(self) -> list | None:
         """The server's token ids of the probe text (vLLM's /tokenize, beside /v1)."""
-        saved = self._parsed
-        self._parsed = urllib.parse.urlsplit(root)
         try:
-            out = self._request("POST", "/tokenize", {"model": self.served_name, "prompt": PROBE_TEXT})
+            out = self.transport.root().request("POST", "/tokenize", {"model": self.served_name, "prompt": PROBE_TEXT})
         except ServiceError as err:
             if "HTTP 404" in str(err):
                 return None  # a server without /tokenize: the probe's hidden size and scores still check it
             raise
-        finally:
-            self._parsed = saved
         return out.get("tokens")
 
     # ------------------------------------------------------------------ the call
 
     def _sequences(self, prompts: np.ndarray, batch: Batch) -> list:
-        """The embedded sequences ``[head, prompt, text]`` (or ``[before, prompt, after]``), candidate-major."""
-        table = self._table
-        seqs = []
-        for p in prompts:
-            p = torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32))
-            for i, piece in enumerate(batch.pieces):
-                seqs.append(torch.cat([table[batch.prefix(i)], p, table[piece]]).to(self._wire_dtype))
-        return seqs
+        return sequences(self._table, prompts, batch, self._wire_dtype)
 
     def _scores(self, seqs: list, token_ids: Sequence[int] | None = None) -> np.ndarray:
         """(len(seqs), classes) label-word log-probabilities, renormalised over the label words
@@ -482,31 +296,19 @@ class RemoteService:
             raise ServiceError("deep prompts (BBTv2 beyond the input layer) add to the hidden states inside the "
                                "model, which an OpenAI-compatible API does not expose; use the input-layer prompt "
                                "or the in-process black box")
-        if p.ndim != 3 or p.shape[-1] != self.hidden_size:
-            raise ValueError(f"prompts must have shape (n, L, {self.hidden_size}); got {p.shape}")
-        if p.shape[0] == 0:
-            raise ValueError("no candidate prompts given")
-        if not np.isfinite(p).all():
-            raise ValueError("prompts contain NaN or inf")
+        check_prompts(p, self.hidden_size)
         return p
 
     def __call__(self, prompts, batch: Batch, loss: str | None = None) -> Response:
         """Evaluate ``n`` candidate prompts on ``batch``: ``n`` API calls, in ``ceil(n B / per_request)`` requests."""
         start = time.perf_counter()
-        name = loss or self.loss
-        if name not in LOSSES:
-            raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+        name = check_loss(loss or self.loss)
         prompts = self._check(prompts)
         n, B = prompts.shape[0], len(batch)
-        if self.budget is not None and self.meter.calls + n > self.budget:
-            raise BudgetExhausted(f"this request needs {n} API calls but only {self.budget - self.meter.calls} of "
-                                  f"the budget of {self.budget} are left")
+        check_budget(self.budget, self.meter.calls, n)
         if not self._checked:
             self.check_server()
-        longest = prompts.shape[1] + max(len(batch.full_ids(i)) for i in range(len(batch)))
-        if self.max_length is not None and longest > self.max_length:
-            raise ValueError(f"the longest example with the prompt has {longest} tokens; the server takes at most "
-                             f"{self.max_length} (--max-model-len)")
+        check_length(batch, prompts.shape[1], self.max_length, "the server (--max-model-len)")
         seqs = self._sequences(prompts, batch)
         chunks = [seqs[i:i + self.per_request] for i in range(0, len(seqs), self.per_request)]
         with ThreadPoolExecutor(max_workers=min(self.in_flight, len(chunks))) as pool:
@@ -523,11 +325,11 @@ class RemoteService:
         other = copy.copy(self)
         other.label_words = tuple(label_words)
         other.label_ids = [self._single_token(w) for w in label_words]
-        if len(set(other.label_ids)) != len(other.label_ids) or len(other.label_ids) < 2:
-            raise ValueError(f"label words {label_words} must be at least two distinct single tokens")
-        other.loss = loss or self.loss
+        check_label_ids(label_words, other.label_ids)
+        other.loss = check_loss(loss or self.loss)
         other.meter = Meter()
-        other._lock = threading.Lock()
+        other.transport = copy.copy(self.transport)
+        other.transport.meter, other.transport.lock = other.meter, threading.Lock()
         return other
 
 
