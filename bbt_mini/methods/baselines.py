@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..core.projection import P0_FIRST_TOKEN
+from ..core.projection import P0_FIRST_TOKEN, first_token_ids
 from ..lm.encoding import Batch
 from ..service.blackbox import BlackBox
 from .experiment import Setup, evaluate, scores, texts_for
@@ -171,10 +171,7 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
     torch.manual_seed(setup.seed if seed is None else seed)
     if init == "tokens":
         vocab = box.lm.model.get_input_embeddings().num_embeddings
-        if P0_FIRST_TOKEN + prompt_length > vocab:
-            raise ValueError(f"init='tokens' needs token ids {P0_FIRST_TOKEN}..{P0_FIRST_TOKEN + prompt_length - 1}, "
-                             f"but {box.lm.name} has {vocab} tokens; use init='zeros'")
-        ids = torch.arange(P0_FIRST_TOKEN, P0_FIRST_TOKEN + prompt_length)
+        ids = torch.tensor(first_token_ids(prompt_length, vocab, P0_FIRST_TOKEN))  # BBT's p0 tokens
         with torch.no_grad():
             start = box.lm.embed(ids).float().cpu()
     else:
