@@ -1,7 +1,8 @@
 """Tasks and k-shot splits: determinism, disjointness, balance, bad input, user CSVs."""
 import pytest
 
-from bbt_mini.data.tasks import OFFLINE_TASKS, csv_task, get_task, kshot_split, load_data
+from bbt_mini.data.splits import kshot_split, load_data
+from bbt_mini.data.tasks import OFFLINE_TASKS, csv_task, get_task
 from bbt_mini.lm.loading import load_model
 from bbt_mini.run.prepare import prepare
 
@@ -115,7 +116,7 @@ def test_a_csv_registered_again_after_an_edit_is_read_afresh(tmp_path):
 
 
 def test_bbc_pairs_are_balanced_and_the_same_on_every_load():
-    from bbt_mini.data.tasks import PAIR_WORDS, _bbc_pairs
+    from bbt_mini.data.loaders import PAIR_WORDS, _bbc_pairs
 
     task = get_task("bbc_pairs")
     pool = task.loader()["pool"]
@@ -129,7 +130,7 @@ def test_bbc_pairs_are_balanced_and_the_same_on_every_load():
 
 
 def test_bbc_pairs_negatives_pair_two_articles_of_one_topic_and_positives_one():
-    from bbt_mini.data.tasks import _bbc_articles
+    from bbt_mini.data.loaders import _bbc_articles
 
     by_id = {a[1]: a for a in _bbc_articles()}
     for ex in get_task("bbc_pairs").loader()["pool"]:
@@ -142,7 +143,7 @@ def test_bbc_pairs_negatives_pair_two_articles_of_one_topic_and_positives_one():
 
 
 def test_no_bbc_article_is_in_both_the_training_and_the_test_pool():
-    from bbt_mini.data.tasks import PAIR_WORDS
+    from bbt_mini.data.loaders import PAIR_WORDS
 
     data = load_data(get_task("bbc_pairs"))
     train = [i for ex in data["train"] for i in ex["articles"]]

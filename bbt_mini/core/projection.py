@@ -128,8 +128,8 @@ def check_p0(spec: str) -> None:
 def first_token_ids(L: int, vocab_size: int, first: int) -> list[int]:
     """The authors' ``p0`` tokens: ids ``first .. first + L - 1``, checked against the vocabulary."""
     if first + L > vocab_size:
-        raise ValueError(f"p0='tokens' (and prompt tuning's init='tokens') takes the embeddings of tokens "
-                         f"{first}..{first + L - 1}, beyond this model's {vocab_size} tokens; use 'zeros'")
+        raise ValueError(f"p0='tokens' takes the embeddings of tokens {first}..{first + L - 1}, beyond this "
+                         f"model's {vocab_size} tokens; use p0='zeros' (prompt tuning: init='zeros')")
     return list(range(first, first + L))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.metrics import accuracy, f1
 from ..core.profiles import Profile
-from ..data.tasks import Split, Task, Verbalizer
+from ..data.schema import Split, Task, Verbalizer
 from ..lm.encoding import Batch
 from ..service.blackbox import BlackBox
 

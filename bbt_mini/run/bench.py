@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from ..core.settings import DTYPES, default_device, default_dtype
-from ..data.tasks import get_task, kshot_split
+from ..data.splits import kshot_split
+from ..data.tasks import get_task
 from ..lm.encoding import Batch
 from ..lm.loading import load_model
 from ..lm.models import LanguageModel

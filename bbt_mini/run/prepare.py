@@ -7,7 +7,9 @@ into a :class:`bbt_mini.methods.experiment.Setup`.
 from __future__ import annotations
 
 from ..core.profiles import Profile, get_profile
-from ..data.tasks import Task, get_task, kshot_split
+from ..data.schema import Task
+from ..data.splits import kshot_split
+from ..data.tasks import get_task
 from ..lm.encoding import Batch
 from ..lm.loading import load_model
 from ..lm.models import LanguageModel
