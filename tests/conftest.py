@@ -9,6 +9,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from tiny import tiny_causal_folder, tiny_folder, tiny_lm, tiny_setup  # noqa: E402
 
 _connect = socket.socket.connect
 
@@ -34,33 +35,23 @@ def smol():
 @pytest.fixture(scope="session", params=["roberta", "bert"])
 def tiny_masked(request, tmp_path_factory):
     """A tiny random masked LM: checks plumbing, never results."""
-    from bbt_mini.lm.loading import load_model
-    from bbt_mini.lm.tiny import tiny_random_masked_lm
-
-    folder = tiny_random_masked_lm(tmp_path_factory.mktemp(request.param), request.param)
-    return load_model(str(folder), device="cpu", dtype=torch.float32)
+    return tiny_lm(tiny_folder(tmp_path_factory, request.param))
 
 
 @pytest.fixture(scope="session")
 def tiny_causal(tmp_path_factory):
     """A tiny random causal LM (Llama, 2 layers, BOS head, 256 tokens): checks plumbing, never results."""
-    from bbt_mini.lm.loading import load_model
-    from bbt_mini.lm.tiny import tiny_random_causal_lm
-
-    folder = tiny_random_causal_lm(tmp_path_factory.mktemp("llama"))
-    return load_model(str(folder), device="cpu", dtype=torch.float32)
+    return tiny_lm(tiny_causal_folder(tmp_path_factory))
 
 
 @pytest.fixture()
 def tiny_causal_setup(tiny_causal):
     """Rotten Tomatoes, 2 shots per class, 6 test sentences, on the tiny causal LM."""
-    from bbt_mini.run.prepare import prepare
-
-    return prepare("rotten_tomatoes", tiny_causal, seed=1, profile="ci", k=2, test_size=6)
+    return tiny_setup(tiny_causal, test_size=6)
 
 
 @pytest.fixture()
-def tiny_setup(smol):
+def smol_setup(smol):
     """Rotten Tomatoes, 2 shots per class, 8 test sentences, on float32 SmolLM2."""
     from bbt_mini.run.prepare import prepare
 

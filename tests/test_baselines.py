@@ -68,14 +68,14 @@ def test_in_context_equals_writing_the_demonstrations_before_the_whole_input(tin
 
 
 @pytest.mark.real_model
-def test_in_context_equals_writing_the_demonstrations_out_smollm2(tiny_setup, smol):
-    r = baselines.in_context(tiny_setup, per_class=1)
-    context = baselines.demonstrations(tiny_setup, per_class=1)
+def test_in_context_equals_writing_the_demonstrations_out_smollm2(smol_setup, smol):
+    r = baselines.in_context(smol_setup, per_class=1)
+    context = baselines.demonstrations(smol_setup, per_class=1)
     ids = smol.tokenizer(context, add_special_tokens=False)["input_ids"]
     assert r["context_tokens"] == len(ids) and r["demonstrations"] == 2
-    ex = tiny_setup.split.test[0]
-    text = tiny_setup.task.format(ex, tiny_setup.verbalizer)
-    service = tiny_setup.service
+    ex = smol_setup.split.test[0]
+    text = smol_setup.task.format(ex, smol_setup.verbalizer)
+    service = smol_setup.service
     got = service(service.token_embeddings(ids)[None], service.encode([text], [ex["label"]])).logits[0, 0]
     with torch.no_grad():
         x = torch.cat([smol.embed(torch.tensor(ids))[None], smol.embed(smol.tokenizer(text, return_tensors="pt")

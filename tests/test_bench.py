@@ -25,17 +25,17 @@ def test_naive_and_fast_agree_with_shallow_and_deep_prompts_tiny_causal(tiny_cau
 
 
 @pytest.mark.real_model
-def test_naive_and_fast_agree_on_smollm2(tiny_setup, smol):
-    service = tiny_setup.service
+def test_naive_and_fast_agree_on_smollm2(smol_setup, smol):
+    service = smol_setup.service
     rng = np.random.default_rng(0)
     P = (0.1 * rng.standard_normal((3, 4, smol.hidden_size))).astype(np.float32)
     with torch.inference_mode():
-        ref = naive_logits(smol, service.label_ids, torch.tensor(P), tiny_setup.train).numpy()
-    np.testing.assert_allclose(service(P, tiny_setup.train).logits, ref, atol=1e-4)
+        ref = naive_logits(smol, service.label_ids, torch.tensor(P), smol_setup.train).numpy()
+    np.testing.assert_allclose(service(P, smol_setup.train).logits, ref, atol=1e-4)
     deep = (0.05 * rng.standard_normal((2, smol.num_layers, 3, smol.hidden_size))).astype(np.float32)
     with torch.inference_mode():
-        ref = naive_logits(smol, service.label_ids, torch.tensor(deep), tiny_setup.train).numpy()
-    np.testing.assert_allclose(service(deep, tiny_setup.train).logits, ref, atol=1e-4)
+        ref = naive_logits(smol, service.label_ids, torch.tensor(deep), smol_setup.train).numpy()
+    np.testing.assert_allclose(service(deep, smol_setup.train).logits, ref, atol=1e-4)
 
 
 def test_naive_and_fast_agree_on_a_masked_shape():

@@ -1,7 +1,10 @@
-"""A tiny random masked LM and a ready Setup on it, for tests of the tuning loop and the CLI.
+"""The tests' one way to build the tiny random models and a ready Setup on them.
 
-Its outputs are noise: tests on it check plumbing and bookkeeping, never results. Its
-vocabulary has a few dozen words, so BBT's ``p0`` must be ``zeros`` (tokens 1000.. do not exist).
+``conftest.py``'s fixtures (``tiny_masked``, ``tiny_causal``, ``tiny_causal_setup``) are built
+from these helpers, and tests that need their own copy (module-scoped, another family) call
+them directly. Their outputs are noise: tests on them check plumbing and bookkeeping, never
+results. The word-level tokenizer knows a few dozen words (the embedding table has 1,100
+rows, so p0's tokens 1000.. exist but mean nothing); :data:`TINY` uses ``p0="zeros"``.
 """
 import torch
 
@@ -14,6 +17,12 @@ def tiny_folder(tmp_path_factory, family: str = "roberta"):
     from bbt_mini.lm.tiny import tiny_random_masked_lm
 
     return tiny_random_masked_lm(tmp_path_factory.mktemp(f"tiny-{family}"), family)
+
+
+def tiny_causal_folder(tmp_path_factory):
+    from bbt_mini.lm.tiny import tiny_random_causal_lm
+
+    return tiny_random_causal_lm(tmp_path_factory.mktemp("llama"))
 
 
 def tiny_lm(folder, dtype=torch.float32):

@@ -37,6 +37,7 @@ from ..lm.loading import load_model
 from ..lm.models import LanguageModel
 from ..lm.tiny import SHAPE_WORDS, SHAPES, random_shape_model, synthetic_batch
 from ..methods.experiment import texts_for
+from ..methods.registry import TUNERS
 from ..service.blackbox import BlackBox
 from ..service.forward import DeepPrompt
 
@@ -184,7 +185,7 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bbt_mini.run.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2", help=f"smollm2, a hub name/folder, or one of {sorted(SHAPES)}")
-    p.add_argument("--method", default="bbt", choices=("bbt", "bbtv2"))
+    p.add_argument("--method", default="bbt", choices=TUNERS)
     p.add_argument("--calls", type=int, default=100, help="API calls timed the package's way")
     p.add_argument("--naive-calls", type=int, default=20, help="API calls timed the naive way")
     p.add_argument("--popsize", type=int, default=20)
