@@ -2,13 +2,13 @@
 
 The tests use the server that ``make test`` starts once for the whole run
 (``tools/shared_server.py``: ``BBT_SERVICE_URL``, ``BBT_API_KEY``, and ``BBT_SERVICE_PIDFILE``
-naming its process), or, where that is not set (``pytest tests/test_vllm.py`` alone), start their
-own (``bbt_mini.run.server.start``: its own environment, its own process group, port 8012, an
-API key, ``--enforce-eager``) for this module. They check the label-word scores against the in-process model, run
-BBT (ci profile) through the command line, kill the server in the middle of a second run,
-check the error, restart the server on the same port (the shared one is restarted by its
-supervisor, our own by this module) and check that ``--resume`` ends exactly where the
-uninterrupted run did. Our own server is always stopped.
+naming its process), or, where that is not set (``pytest tests/test_vllm.py`` alone), start
+their own for this module (``bbt_mini.run.server.start``: its own environment, its own process
+group, port 8012, an API key, ``--enforce-eager``). They check the label-word scores against
+the in-process model, run BBT (ci profile) through the command line, kill the server in the
+middle of a second run, check the error, restart the server on the same port (the shared one
+is restarted by its supervisor, our own by this module) and check that ``--resume`` ends
+exactly where the uninterrupted run did. Our own server is always stopped.
 
 Tolerances: the server runs ``bbt_mini.run.server.default_dtype()`` (float32 on a CPU): its
 label-word log-probabilities must match the in-process float32 model within 2e-3; a bfloat16
@@ -29,7 +29,7 @@ import pytest
 pytestmark = pytest.mark.vllm
 
 PORT = 8012
-START_S = float(os.environ.get("BBT_VLLM_START_S", 600))  # the server's start, bounded (~3 min measured here)
+START_S = float(os.environ.get("BBT_VLLM_START_S", 600))  # the server's start, bounded (about 50 s here)
 FLAGS = ("--enforce-eager",)  # as tools/shared_server.py: no compilation warm-up (53 s to answer, not 199 s)
 TOLERANCE = {"float32": 2e-3, "bfloat16": 0.15, "float16": 0.15}  # float16: a T4, finer than bf16
 
