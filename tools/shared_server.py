@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,7 +89,8 @@ class Supervised:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--log", type=Path, help="the server's log (default: a file in $TMPDIR)")
+    parser.add_argument("--log", type=Path, help="the server's log (default: a folder in $TMPDIR, removed "
+                        "when the command succeeds)")
     parser.add_argument("--wait-s", type=float, default=float(os.environ.get("BBT_VLLM_START_S", 600)),
                         help="how long the server may take to answer (default 600 s, or $BBT_VLLM_START_S)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
@@ -108,17 +110,20 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, stop_on_signal)
-    served = None
+    served, status = None, 1
     try:
         served = Supervised(args.model, port, log, folder / "server.pid", args.wait_s)
         env = dict(os.environ, BBT_SERVICE_URL=f"http://127.0.0.1:{port}/v1", BBT_API_KEY=KEY,
                    BBT_SERVICE_PIDFILE=str(served.pidfile))
-        return subprocess.call(command, env=env)
+        status = subprocess.call(command, env=env)
+        return status
     except KeyboardInterrupt:
         return 130
     finally:
         if served is not None:
             served.close()
+        if status == 0:  # the server's log is kept where something failed
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
