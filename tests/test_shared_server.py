@@ -51,10 +51,15 @@ def test_a_killed_server_is_started_again_on_its_port_and_stopped_at_the_end(sha
     assert all(s["proc"].poll() is not None for s in shared.started) and not pidfile.exists()
 
 
-def test_the_command_sees_the_server_and_its_exit_status_is_returned(shared):
+def test_the_command_sees_the_server_and_its_exit_status_is_returned(shared, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the folder kept after a failure lands here
     check = ("import os, sys; url = os.environ['BBT_SERVICE_URL']; "
              "sys.exit(0 if url.startswith('http://127.0.0.1:') and url.endswith('/v1') "
              "and os.environ['BBT_API_KEY'] and os.path.isfile(os.environ['BBT_SERVICE_PIDFILE']) else 3)")
     assert shared.main(["--", sys.executable, "-c", check]) == 0
     assert shared.main(["--", sys.executable, "-c", "import sys; sys.exit(7)"]) == 7
     assert len(shared.started) == 2 and all(s["proc"].poll() is not None for s in shared.started)
+    kept = [f for f in tmp_path.iterdir() if f.name.startswith("bbt-shared-vllm-")]
+    assert len(kept) == 1 and not (kept[0] / "server.pid").exists()  # the failed run's folder, no stale pid
