@@ -51,11 +51,17 @@ def test_every_registered_verbalizer_names_fields_and_words():
 
 
 @pytest.mark.real_model
-def test_offline_label_words_are_single_tokens_for_smollm2(smol):
-    for name in OFFLINE_TASKS:
-        for key, v in get_task(name).verbalizers.items():
-            if key.startswith("causal"):
-                assert all(isinstance(smol.token_id(w), int) for w in v.words)
+def test_offline_label_words_are_single_tokens_for_smollm2():
+    """SmolLM2's tokenizer alone (the weights are not needed): each causal label word is one token,
+    by the rule ``LM.token_id`` applies."""
+    from transformers import AutoTokenizer
+
+    from bbt_mini.lm.models import offline_model_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_model_folder("smollm2"))
+    split = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for name in OFFLINE_TASKS
+             for key, v in get_task(name).verbalizers.items() if key.startswith("causal") for w in v.words}
+    assert len(split) >= 4 and {w: ids for w, ids in split.items() if len(ids) != 1} == {}
 
 
 def _write(tmp_path, text):
@@ -64,13 +70,12 @@ def _write(tmp_path, text):
     return path
 
 
-@pytest.mark.real_model
-def test_csv_task_end_to_end(tmp_path, smol):
+def test_csv_task_end_to_end(tmp_path, tiny_causal):
     rows = "\n".join(f"a {'lovely' if i % 2 else 'awful'} film number {i},{'pos' if i % 2 else 'neg'}"
                      for i in range(40))
     path = _write(tmp_path, "review,label\n" + rows + "\n")
     task = csv_task(path, "Review: {review} It was", {"neg": " bad", "pos": " great"}, name="mine")
-    setup = prepare(task, smol, seed=2, profile="small", k=3, test_size=6)
+    setup = prepare(task, tiny_causal, seed=2, profile="small", k=3, test_size=6)
     assert len(setup.train) == 6 and len(setup.dev) == 6 and len(setup.test) == 6
     assert setup.verbalizer.words == (" bad", " great")
 

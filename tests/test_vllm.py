@@ -1,10 +1,14 @@
 """BBT through a real vLLM server (issue 12): marked ``vllm``; CI builds the server's environment.
 
-The module starts vLLM on the offline SmolLM2 (``bbt_mini.run.server.start``: its own
-environment, its own process group, port 8012, an API key), checks the label-word scores
-against the in-process model, runs BBT (ci profile) through the command line, kills the
-server in the middle of a second run, checks the error, restarts the server and checks that
-``--resume`` ends exactly where the uninterrupted run did. The server is always stopped.
+The tests use the server that ``make test`` starts once for the whole run
+(``tools/shared_server.py``: ``BBT_SERVICE_URL``, ``BBT_API_KEY``, and ``BBT_SERVICE_PIDFILE``
+naming its process), or, where that is not set (``pytest tests/test_vllm.py`` alone), start
+their own for this module (``bbt_mini.run.server.start``: its own environment, its own process
+group, port 8012, an API key, ``--enforce-eager``). They check the label-word scores against
+the in-process model, run BBT (ci profile) through the command line, kill the server in the
+middle of a second run, check the error, restart the server on the same port (the shared one
+is restarted by its supervisor, our own by this module) and check that ``--resume`` ends
+exactly where the uninterrupted run did. Our own server is always stopped.
 
 Tolerances: the server runs ``bbt_mini.run.server.default_dtype()`` (float32 on a CPU): its
 label-word log-probabilities must match the in-process float32 model within 2e-3; a bfloat16
@@ -14,7 +18,10 @@ for the server's answer to the weights' canary request against the model's finge
 """
 import json
 import os
+import signal
+import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,51 +29,97 @@ import pytest
 pytestmark = pytest.mark.vllm
 
 PORT = 8012
-KEY = "bbt-vllm-test"
-URL = f"http://127.0.0.1:{PORT}/v1"
-START_S = float(os.environ.get("BBT_VLLM_START_S", 600))  # the server's start, bounded (~3 min measured here)
+START_S = float(os.environ.get("BBT_VLLM_START_S", 600))  # the server's start, bounded (about 50 s here)
+FLAGS = ("--enforce-eager",)  # as tools/shared_server.py: no compilation warm-up (53 s to answer, not 199 s)
 TOLERANCE = {"float32": 2e-3, "bfloat16": 0.15, "float16": 0.15}  # float16: a T4, finer than bf16
 
 
-class Server:
+class Own:
+    """A server this module starts, kills and restarts on its own port."""
+
+    url, key = f"http://127.0.0.1:{PORT}/v1", "bbt-vllm-test"
+
     def __init__(self, log):
         self.log, self.proc = log, None
 
     def start(self):
         from bbt_mini.run import server
 
-        t0 = time.perf_counter()
-        self.proc = server.start(port=PORT, api_key=KEY, log=self.log, wait_s=START_S)
-        self.start_s = time.perf_counter() - t0
+        self.proc = server.start(port=PORT, api_key=self.key, log=self.log, wait_s=START_S, extra=FLAGS)
 
-    def stop(self):
+    def kill(self):
         from bbt_mini.run import server
 
         if self.proc is not None:
             server.stop(self.proc)
 
+    restart, close = start, kill
+
+
+class Shared:
+    """The run's shared server: killed through its pid file; its supervisor starts it again."""
+
+    def __init__(self):
+        self.url, self.key = os.environ["BBT_SERVICE_URL"], os.environ.get("BBT_API_KEY")
+        self.pidfile = Path(os.environ["BBT_SERVICE_PIDFILE"])
+
+    def start(self):
+        from bbt_mini.run import server
+
+        assert server.ready(self.url, self.key), f"the shared server at {self.url} does not answer"
+
+    def kill(self):
+        self.killed = int(self.pidfile.read_text())
+        port = int(self.url.split(":")[-1].split("/")[0])
+        for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):  # as server.stop does
+            try:
+                os.killpg(self.killed, sig)  # its own process group: the engine processes too
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                except OSError:
+                    return  # nobody listens: the next call fails as against a dead server
+                time.sleep(0.2)
+
+    def restart(self):
+        from bbt_mini.run import server
+
+        deadline = time.monotonic() + START_S
+        while time.monotonic() < deadline:  # a new pid in the file, and the new server answering
+            if self.pidfile.is_file() and self.pidfile.read_text() not in ("", str(self.killed)) \
+                    and server.ready(self.url, self.key):
+                return
+            time.sleep(2)
+        raise TimeoutError(f"the shared server at {self.url} was not started again within {START_S:.0f} s")
+
+    def close(self):
+        pass  # the supervisor (tools/shared_server.py) stops it at the end of the run
+
 
 @pytest.fixture(scope="module")
 def vllm(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("vllm") / "server.log")
+    s = Shared() if os.environ.get("BBT_SERVICE_PIDFILE") else Own(tmp_path_factory.mktemp("vllm") / "server.log")
     try:
         s.start()
         yield s
     finally:
-        s.stop()
+        s.close()
 
 
-def _remote(**kw):
+def _remote(vllm, **kw):
     from bbt_mini.service.remote import RemoteService
 
-    return RemoteService(URL, (" negative", " positive"), api_key=KEY, **kw)
+    return RemoteService(vllm.url, (" negative", " positive"), api_key=vllm.key, **kw)
 
 
 def test_vllm_label_word_scores_match_the_in_process_model(vllm, smol):
     from bbt_mini.run.prepare import prepare
     from bbt_mini.service.blackbox import BlackBox
 
-    remote = _remote()
+    remote = _remote(vllm)
     setup = prepare("rotten_tomatoes", "smollm2", seed=1, profile="ci", service=remote)
     local = BlackBox(smol, remote.label_words)
     from bbt_mini.methods.experiment import texts_for
@@ -91,7 +144,7 @@ def test_vllm_label_word_scores_match_the_in_process_model(vllm, smol):
 def test_vllm_refuses_a_wrong_api_key_clearly(vllm):
     from bbt_mini.service.transport import ServiceError
 
-    remote = _remote()
+    remote = _remote(vllm)
     remote.api_key = "not-the-key"
     with pytest.raises(ServiceError, match="refused the API key"):
         remote.check_server()
@@ -107,21 +160,22 @@ def test_vllm_bbt_killed_server_is_a_clear_error_and_resume_ends_like_the_uninte
     from bbt_mini.service.transport import ServiceUnavailable
 
     monkeypatch.setenv("BBT_API_KEY", "")
-    cli = ["run", "--task", "rotten_tomatoes", "--method", "bbt", "--service", URL, "--api-key", KEY, "--seed", "1",
+    cli = ["run", "--task", "rotten_tomatoes", "--method", "bbt", "--service", vllm.url, "--api-key", vllm.key,
+           "--seed", "1",
            "--profile", "ci", "--quiet"]
     assert main([*cli, "--out", str(tmp_path / "whole.json")]) == 0
     whole = json.loads((tmp_path / "whole.json").read_text())
-    assert whole["device"] == URL and whole["calls"] == 16 and whole["meter"]["bytes_up"] > 0
+    assert whole["device"] == vllm.url and whole["calls"] == 16 and whole["meter"]["bytes_up"] > 0
 
     class KillsTheServer(RemoteService):
         """Stops the server once 12 calls are spent (after the checkpoint at 8)."""
 
         def __call__(self, prompts, batch, loss=None):
             if self.meter.calls >= 12:
-                vllm.stop()
+                vllm.kill()
             return super().__call__(prompts, batch, loss)
 
-    service = KillsTheServer(URL, (" negative", " positive"), api_key=KEY, retries=2, backoff=0.5)
+    service = KillsTheServer(vllm.url, (" negative", " positive"), api_key=vllm.key, retries=2, backoff=0.5)
     setup = prepare("rotten_tomatoes", "smollm2", seed=1, profile="ci", service=service)
     checkpoint = tmp_path / "run.ckpt"
     t0 = time.perf_counter()
@@ -129,7 +183,7 @@ def test_vllm_bbt_killed_server_is_a_clear_error_and_resume_ends_like_the_uninte
         run_bbt(setup, BBTConfig.from_profile(get_profile("ci")), seed=1, checkpoint=checkpoint, progress=False)
     assert time.perf_counter() - t0 < 120 and checkpoint.exists()
 
-    vllm.start()
+    vllm.restart()
     monkeypatch.setenv("BBT_API_KEY", "")
     assert main([*cli, "--checkpoint", str(checkpoint), "--resume", "--out", str(tmp_path / "resumed.json")]) == 0
     resumed = json.loads((tmp_path / "resumed.json").read_text())
