@@ -208,7 +208,7 @@ def test_a_changed_code_cell_makes_the_recording_say_it_is_stale(book, executed)
     assert "Stale" not in nbformat.read(path, as_version=4).cells[0].source
 
 
-def test_a_run_that_stopped_says_so_and_its_missing_numbers_are_marked(book, executed, tmp_path):
+def test_a_run_that_stopped_says_so_and_its_missing_numbers_and_figures_are_marked(book, executed, tmp_path):
     nb = nbformat.read(executed, as_version=4)
     figure = [c for c in nb.cells if c.cell_type == "code"][-1]
     glued = [c for c in nb.cells if c.cell_type == "code"][0]
@@ -221,8 +221,14 @@ def test_a_run_that_stopped_says_so_and_its_missing_numbers_are_marked(book, exe
     assert meta["ran"] == 1 and meta["error"] == "stopped before code cell 2 (time limit)"
     assert meta["unglued"] == ["alpha_answer"] and "{glue:text}`alpha_answer" not in "".join(
         c.source for c in out.cells if c.cell_type == "markdown")
-    assert "did not finish" in out.cells[0].source and "**Numbers missing:**" in out.cells[0].source
+    assert meta["missing_figures"] == ["rec-fig-alpha-plot"] and "{numref}`rec-fig-alpha-plot`" not in "".join(
+        c.source for c in out.cells if c.cell_type == "markdown")
+    for words in ("did not finish", "**Numbers missing:**", "**Figures missing:**", ":class: warning"):
+        assert words in out.cells[0].source, words
     assert "stopped early" in (book / "book" / "chapters" / "01_alpha.md").read_text()
+    done, html = _build(book)  # what the run did not make is said, not left for Sphinx to warn about
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "this run did not compute it" in (html / "recorded" / "01_alpha.html").read_text()
 
 
 def test_a_large_figure_is_re_encoded_smaller_and_said_so():
@@ -288,3 +294,13 @@ def test_the_book_builds_cleanly_with_a_recording_shown_beside_its_chapter(book,
     assert "progress 199/200" not in page  # stderr is not shown (stderr_output: remove), as in the chapters
     chapter = (html / "chapters" / "01_alpha.html").read_text()
     assert 'href="../recorded/01_alpha.html"' in chapter
+
+
+def test_nbmake_does_not_collect_recorded_notebooks(book, executed):
+    """make test runs `pytest --nbmake tests book`: a recording must not be executed again (and,
+    with --overwrite as in .ci/run, have its GPU outputs replaced by a CPU run's)."""
+    _add(book, executed)
+    (book / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    done = subprocess.run([sys.executable, "-m", "pytest", "--nbmake", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "book"], cwd=book, capture_output=True, text=True, timeout=120)
+    assert "chapters/01_alpha.ipynb" in done.stdout and "recorded" not in done.stdout, done.stdout

@@ -173,12 +173,12 @@ def source_commit() -> str:
         return os.environ.get("BBT_COMMIT") or "unknown (no git here: the package and code hashes identify it)"
 
 
-def _run_killable(cmd: list[str], seconds: float | None) -> tuple[int | None, str]:
+def _run_killable(cmd: list[str], seconds: float | None, env: dict | None = None) -> tuple[int | None, str]:
     """Run ``cmd`` in its own process group; past ``seconds`` kill the group (the kernel too)."""
     import signal
 
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         text, _ = proc.communicate(timeout=seconds)
         return proc.returncode, text
@@ -192,8 +192,10 @@ def step_chapters(out: Path, names: list[str], timeout: int, keep: Path | None =
                   deadline: float | None = None) -> list[str]:
     """Each chapter alone under nbmake, timed; results merged into chapters.json.
 
-    Each chapter starts with an empty run cache, as on a fresh Colab runtime (the converted
-    model stays: on Colab converting it adds about 20 s to a chapter's first run). With
+    Each chapter starts with an empty run cache, as on a fresh Colab runtime (a new cache
+    folder that links everything of $BBT_MINI_CACHE but its runs, so a shared cache is never
+    emptied; the converted model stays: on Colab converting it adds about 20 s to a chapter's
+    first run). The kernel draws figures inline (MPLBACKEND unset for it). With
     ``keep``, each executed notebook (outputs included, also when it failed) becomes a
     recorded notebook (tools/record.py) in book/recorded/ and in ``keep``. With ``deadline``
     (a time.time()), no cell may run past it: a chapter that cannot start is skipped, one
@@ -201,8 +203,9 @@ def step_chapters(out: Path, names: list[str], timeout: int, keep: Path | None =
     Returns the chapters it finished (passed or not).
     """
     import shutil
+    import tempfile
 
-    from bbt_mini.lm.models import cache_dir
+    from bbt_mini.lm.models import CACHE_ENV, cache_dir
 
     path = out / "chapters.json"
     done = json.loads(path.read_text())["chapters"] if path.exists() else {}
@@ -218,15 +221,25 @@ def step_chapters(out: Path, names: list[str], timeout: int, keep: Path | None =
             cell_timeout, hard = int(min(timeout, left - 20)), left
         cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "--nbmake",
                f"--nbmake-timeout={cell_timeout}", *(["--overwrite"] if keep else []), str(nb.relative_to(ROOT))]
-        shutil.rmtree(cache_dir() / "runs", ignore_errors=True)
+        cache = Path(tempfile.mkdtemp(prefix="bbt_cache_"))
+        shared = cache_dir()
+        shared.mkdir(parents=True, exist_ok=True)
+        for entry in shared.iterdir():
+            if entry.name != "runs":
+                (cache / entry.name).symlink_to(entry.resolve())
+        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"} | {CACHE_ENV: str(cache)}
         original = nb.read_bytes()
         date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         t = time.perf_counter()
         try:
-            code, text = _run_killable(cmd, hard)
+            code, text = _run_killable(cmd, hard, env)
             executed = nb.read_bytes()
         finally:
             nb.write_bytes(original)  # the chapter stays output-free; its executed copy is kept below
+            for entry in cache.iterdir():  # what the chapter converted goes to the shared cache
+                if not entry.is_symlink() and entry.name != "runs" and not (shared / entry.name).exists():
+                    entry.rename(shared / entry.name)
+            shutil.rmtree(cache, ignore_errors=True)  # links and this chapter's runs only
         wall = time.perf_counter() - t
         tail = text.strip().splitlines()[-15:]
         state = "passed" if code == 0 else "FAILED" if code is not None else "KILLED at the deadline"

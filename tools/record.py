@@ -257,6 +257,15 @@ def record(executed: Path, chapter: Path, provenance: dict, book: Path) -> Path:
         if cell.cell_type == "markdown" and MARKER in cell.source:
             cell.source = re.sub(re.escape(MARKER) + r".*", f"{MARKER} This page is that recording; the chapter "
                                  f"executed when the book is built is {{doc}}`../{meta['chapter']}`.", cell.source)
+    meta["missing_figures"] = drawless = [  # a figure cell that drew nothing (a headless backend, a cut run)
+        c.metadata.mystnb.figure.name for c in nb.cells if c.cell_type == "code"
+        and c.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("name")
+        and not any(k.startswith("image/") for o in c.get("outputs", []) for k in o.get("data", {}))]
+    if drawless:  # a reference to a figure that is not there fails the build: say so in the text
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = re.sub(r"\{numref\}`(?:[^`<]*<)?([^`>]+)>?`", lambda m: "**[no figure: this run did not "
+                                     "draw it]**" if m.group(1).strip() in drawless else m.group(0), cell.source)
     missing = unglued(nb)
     meta["unglued"] = missing
     if missing:  # an unresolved glue key fails the build: say in the text that the run gave no number
@@ -294,7 +303,7 @@ def _result(meta: dict) -> str:
 def first_cell(meta: dict, book: Path, root: Path) -> str:
     fresh, now = _fresh(meta, book)
     package_now = package_hash(root) if (root / "bbt_mini").exists() else None
-    kind = "note" if fresh and not meta["error"] and not meta["unglued"] else "warning"
+    kind = "note" if fresh and not (meta["error"] or meta["unglued"] or meta.get("missing_figures")) else "warning"
     lines = [*(f"({t})=" for t in meta.get("title_targets", [])), f"# {meta['title']} (recorded run)", "",
              f":::{{admonition}} Recorded on {meta['device']}, {meta['profile']} profile: not executed by this build",
              f":class: {kind}",
@@ -311,6 +320,10 @@ def first_cell(meta: dict, book: Path, root: Path) -> str:
                   "older code. Record the chapter again on a GPU (README, *GPU measurements*).", ""]
     else:
         lines += [f"The chapter's code cells are unchanged since this recording (hash `{meta['code_hash']}`).", ""]
+    if meta.get("missing_figures"):
+        names = ", ".join(f"`{k}`" for k in meta["missing_figures"])
+        lines += [f"**Figures missing:** this run drew no image for {names}; the text says *no figure* where it "
+                  "refers to them.", ""]
     if meta["unglued"]:
         lines += [f"**Numbers missing:** this run glued no value for {', '.join(f'`{k}`' for k in meta['unglued'])}; "
                   "the text shows *no number* where it quotes them.", ""]
