@@ -6,6 +6,7 @@ book; two tests build that book with jupyter-book (-W), with and without a recor
 import base64
 import importlib.util
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -304,3 +305,34 @@ def test_nbmake_does_not_collect_recorded_notebooks(book, executed):
     done = subprocess.run([sys.executable, "-m", "pytest", "--nbmake", "--collect-only", "-q", "-p", "no:cacheprovider",
                            "book"], cwd=book, capture_output=True, text=True, timeout=120)
     assert "chapters/01_alpha.ipynb" in done.stdout and "recorded" not in done.stdout, done.stdout
+
+
+def test_lease_records_each_chapter_keeps_it_output_free_and_resumes(book, tmp_path, monkeypatch):
+    """tools/gpu_check.py lease on two small chapters (CPU, real nbmake): each executed notebook
+    becomes a recording with its figure, the chapters stay output-free, a shared run cache is
+    left alone, what came back fits the transfer, and a second call does only what is left."""
+    monkeypatch.setattr(gpu_check, "ROOT", book)
+    monkeypatch.setattr(gpu_check, "MIN_BENCH_S", 10**6)  # no benchmark here: it is the GPU's
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # as tools/gpu_check.sh sets it: the kernel must still draw
+    monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("BBT_LEASE_START", raising=False)
+    (tmp_path / "cache" / "runs").mkdir(parents=True)
+    (tmp_path / "cache" / "runs" / "someone_elses.json").write_text("{}")
+    chapters = {n: (book / "book" / "chapters" / f"{n}.ipynb").read_bytes() for n in ("01_alpha", "02_beta")}
+    state, out = tmp_path / "state", tmp_path / "out"
+    gpu_check.step_lease(out, state, ["01_alpha", "02_beta"], seconds=600, timeout=120, again=False)
+    assert all((book / "book" / "chapters" / f"{n}.ipynb").read_bytes() == b for n, b in chapters.items())
+    assert (tmp_path / "cache" / "runs" / "someone_elses.json").exists()
+    done = json.loads((state / "chapters.json").read_text())["chapters"]
+    assert done["01_alpha"]["passed"] and done["02_beta"]["passed"] and not done["01_alpha"]["killed"]
+    assert sorted(p.name for p in out.iterdir()) == ["chapters.json", "lease.json", "recorded-1.tar.gz"]
+    with tarfile.open(out / "recorded-1.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["recorded/01_alpha.ipynb", "recorded/02_beta.ipynb"]
+        alpha = nbformat.reads(tar.extractfile("recorded/01_alpha.ipynb").read().decode(), as_version=4)
+    assert alpha.metadata["bbt_recorded"]["missing_figures"] == [] and alpha.metadata["bbt_recorded"]["error"] is None
+    assert "pytest" in alpha.metadata["bbt_recorded"]["command"] and "--overwrite" in alpha.cells[0].source
+    # the second call on the same machine: nothing left to record; with no time left, nothing starts
+    gpu_check.step_lease(out, state, ["01_alpha", "02_beta"], seconds=600, timeout=120, again=False)
+    assert json.loads((out / "lease.json").read_text())["order"] == []
+    gpu_check.step_lease(out, state, ["01_alpha"], seconds=30, timeout=120, again=True)
+    assert json.loads((out / "lease.json").read_text())["finished"] == []

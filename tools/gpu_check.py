@@ -261,7 +261,7 @@ def keep_recording(chapter: Path, executed: bytes, keep: Path, date: str, wall: 
     """The executed notebook as book/recorded/<chapter>.ipynb (tools/record.py), copied into ``keep``."""
     import tempfile
 
-    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import record
 
     import torch
@@ -338,7 +338,10 @@ def step_lease(out: Path, state: Path, names: list[str], seconds: float, timeout
     recorded = state / "recorded"
     chapters_json = state / "chapters.json"
     done = json.loads(chapters_json.read_text())["chapters"] if chapters_json.exists() else {}
-    todo = [n for n in (names or LEASE_ORDER) if again or not done.get(chapter_notebook(n).stem, {}).get("passed")]
+    # Resuming: a chapter that ran (passed or failed: its recording says which) is done; one
+    # killed at a deadline or never started is tried again.
+    todo = [n for n in (names or LEASE_ORDER)
+            if again or done.get(chapter_notebook(n).stem, {"killed": True}).get("killed")]
     print(f"lease: {deadline - time.time():.0f} s left; chapters to record: {', '.join(todo) or 'none'}", flush=True)
     summary = {"order": todo, "seconds": seconds, "finished": [], "bench": None}
 
