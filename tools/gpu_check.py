@@ -162,7 +162,7 @@ def chapter_notebook(name: str) -> Path:
 
 
 def source_commit() -> str:
-    """The commit this tree came from: git if it is here, else $BBT_COMMIT, else unknown."""
+    """The commit this tree came from: git if it is here, else $BBT_COMMIT, else the packed one."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -170,7 +170,12 @@ def source_commit() -> str:
                                text=True).stdout.strip()
         return head + (" with uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("BBT_COMMIT") or "unknown (no git here: the package and code hashes identify it)"
+        packed = Path("/tmp/bbt_gpu/source_commit")  # written by tools/gpu_pack.sh, carried in .gpu/c
+        if os.environ.get("BBT_COMMIT"):
+            return os.environ["BBT_COMMIT"]
+        if packed.exists():
+            return f"{packed.read_text().strip()} (the commit .gpu/ was packed at; no git here)"
+        return "unknown (no git here: the package and code hashes identify it)"
 
 
 def _run_killable(cmd: list[str], seconds: float | None, env: dict | None = None) -> tuple[int | None, str]:

@@ -34,6 +34,9 @@ for name in $jupyter; do
   if [ -n "$v" ]; then dl .gpu/c "$name==$v"; else echo "not in ${VENV:-.venv}, skipped: $name"; fi
 done
 rm -rf .gpu/tmp
+# The commit packed, for a recording's provenance where the GPU machine's copy has no git.
+echo "$(git rev-parse --short=12 HEAD)$(git status --porcelain -uno | grep -q . && echo ' with uncommitted changes')" \
+  > .gpu/c/source_commit
 du -sh .gpu/*
 # Each part travels with the working tree in one call, at most 64 MiB in all.
 tree=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)

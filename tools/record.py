@@ -354,8 +354,9 @@ def recordings(book: Path) -> dict[str, dict]:
 def chapter_line(chapter: Path, book: Path, found: dict) -> str:
     meta = found.get(chapter.stem)
     if meta is None:
-        return (f"{MARKER} Not recorded yet: {{doc}}`the recorded runs <../{FOLDER}/index>` list the chapters "
-                "executed on a GPU in the colab profile and kept with their outputs.")
+        return (f"{MARKER} Not recorded yet; this page is executed when the book is built. {{doc}}`The recorded "
+                f"runs <../{FOLDER}/index>` list the chapters executed on a GPU in the colab profile and kept with "
+                "their outputs.")
     fresh, _ = _fresh(meta, book)
     how = "ran in full" if not meta["error"] else "stopped early"
     return (f"{MARKER} {{doc}}`This chapter as it ran on {meta['device']} in the {meta['profile']} profile "
