@@ -11,7 +11,7 @@ import yaml
 from bbt_mini.book.notebook import plain
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted((ROOT / "book").glob("*/[0-9a-z]*.md"))
+SOURCES = sorted(p for p in (ROOT / "book").glob("*/[0-9a-z]*.md") if p.parent.name != "recorded")
 
 
 def _cells(nb):
