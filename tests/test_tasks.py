@@ -3,7 +3,7 @@ import pytest
 
 from bbt_mini.data.splits import kshot_split, load_data
 from bbt_mini.data.tasks import OFFLINE_TASKS, csv_task, get_task
-from bbt_mini.lm.loading import load_model
+from bbt_mini.lm.loading import load_model, offline_model_folder
 from bbt_mini.run.prepare import prepare
 
 
@@ -55,8 +55,6 @@ def test_offline_label_words_are_single_tokens_for_smollm2():
     """SmolLM2's tokenizer alone (the weights are not needed): each causal label word is one token,
     by the rule ``LM.token_id`` applies."""
     from transformers import AutoTokenizer
-
-    from bbt_mini.lm.models import offline_model_folder
 
     tokenizer = AutoTokenizer.from_pretrained(offline_model_folder("smollm2"))
     split = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for name in OFFLINE_TASKS
