@@ -22,7 +22,7 @@ lint: setup
 	$(BIN)/ruff check bbt_mini tests tools
 
 unit: lint
-	$(BIN)/pytest tests -m "not effect and not rehearsal and not vllm"
+	$(BIN)/pytest tests -m "not effect and not rehearsal and not vllm and not ray"
 
 test: lint  # the server's environment, then everything; chapters in the ci profile unless BBT_PROFILE says otherwise
 	$(BIN)/python -m bbt_mini serve --build-only
