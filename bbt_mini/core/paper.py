@@ -1,5 +1,11 @@
 """The papers' headline table, and a renderer that puts new runs beside it.
 
+:func:`grid_table` assembles a grid's per-seed results (:mod:`bbt_mini.run.grid`, chapter 7)
+into the papers' layout: mean +- std over seeds per task and method, the papers' number
+beside each, and a verdict for each of the papers' comparisons (BBT against the manual
+prompt, BBTv2 against BBT...) from the rule it is given (the book's: :func:`per_seed` of
+``bbt_mini.book.notebook.compare``), as Markdown and CSV.
+
 Numbers: BBTv2 paper (Sun et al., 2022b), Table 3: RoBERTa-large, 16 shots per class, test
 accuracy (MRPC: F1), averaged over three seeds. The BBT row is as reported there; the ICML
 BBT paper itself reports DBPedia 87.80 (average 73.01).

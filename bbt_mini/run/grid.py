@@ -124,10 +124,11 @@ def check_tasks(tasks) -> None:
         return
     off = [v for v in HUB_OFFLINE if os.environ.get(v) == "1"]
     if off:
-        raise ValueError(f"{', '.join(hub)} come{'s' * (len(hub) == 1)} from the Hugging Face hub, but "
-                         f"{' and '.join(v + '=1' for v in off)} keep{'s' * (len(off) == 1)} the hub off here: every such cell would fail. Run them "
-                         "where the hub is reachable (Colab), or use the offline tasks (rotten_tomatoes, imdb, "
-                         "bbc_news, bbc_pairs)")
+        switches = " and ".join(f"{v}=1" for v in off)
+        raise ValueError(f"{', '.join(hub)} come{'s' * (len(hub) == 1)} from the Hugging Face hub, but {switches} "
+                         f"keep{'s' * (len(off) == 1)} the hub off here: every such cell would fail. Run them where "
+                         "the hub is reachable (Colab), or use the offline tasks (rotten_tomatoes, imdb, bbc_news, "
+                         "bbc_pairs)")
     try:
         import datasets  # noqa: F401
     except ImportError:
@@ -365,7 +366,10 @@ def cost(cells: list[Cell], bench: Path = BENCH) -> dict:
 
 
 def describe_cost(c: dict) -> str:
-    gpu = (f"; about {c['gpu_s'] / 60:.1f} min of tuning on one {c['gpu']} (recorded benchmark, one run at a time)"
-           if c["gpu_s"] is not None else "")
+    if c["gpu_s"] is None:
+        gpu = ""
+    else:
+        took = f"{c['gpu_s']:.0f} s" if c["gpu_s"] < 90 else f"{c['gpu_s'] / 60:.0f} min"
+        gpu = f"; about {took} of tuning on one {c['gpu']} (recorded benchmark, one run at a time)"
     return (f"{c['cells']} cells ({c['tuning_runs']} tuning runs): {c['calls']:,} tuning calls, "
             f"about {c['tokens'] / 1e6:,.1f} M tokens{gpu}")
