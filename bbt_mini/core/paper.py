@@ -226,7 +226,8 @@ def grid_table(results: list, verdict, tasks: tuple | None = None, sweep: tuple 
             for ra in (row for row in here if _base(row["_results"][0]) == a):
                 suffix = ra["method"][len(method_label(ra["_results"][0])):]
                 for rb in (row for row in here if _base(row["_results"][0]) == b):
-                    if b not in NO_TRAINING and rb["method"][len(method_label(rb["_results"][0])):] != suffix:
+                    theirs = rb["method"][len(method_label(rb["_results"][0])):]
+                    if theirs != suffix and not (b in NO_TRAINING and not theirs):  # like with like
                         continue
                     name_b = "the manual prompt" if rb["method"] == "manual prompt" else rb["method"]
                     c = verdict(ra["_results"], rb["_results"], ra["method"], name_b)
