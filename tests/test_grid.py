@@ -141,6 +141,19 @@ def test_hub_tasks_are_refused_up_front_when_the_hub_is_off(tmp_path, monkeypatc
         grid.run_grid(grid.plan(["sst3"], ["manual"], [1], "ci"), tmp_path)
 
 
+def test_on_ray_a_gpu_machine_needs_a_gpu_share_before_anything_runs(tiny, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cells = grid.plan(["rotten_tomatoes"], ["manual"], [1], "ci", tiny)
+    with pytest.raises(ValueError, match="Ray hides the GPUs from a task that reserves none"):
+        grid.run_grid(cells, tmp_path, ray=True)
+    assert not (tmp_path / "grid.json").exists()
+    with pytest.raises(ValueError, match="give --gpus-per-run"):
+        grid.run_grid(grid.plan(["rotten_tomatoes"], ["manual"], [1], "ci", tiny, device="cuda"), tmp_path,
+                      address="127.0.0.1:9")
+
+
 def result(task, method, seed, acc, optimizer="cma", **extra):
     config = {"optimizer": optimizer, "intrinsic_dim": 6} if method in ("bbt", "bbtv2") else None
     return {"task": task, "method": method, "seed": seed, "test_accuracy": acc, "k": 2, "config": config, **extra}

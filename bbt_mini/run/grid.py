@@ -136,6 +136,17 @@ def check_tasks(tasks) -> None:
                          "(pip install datasets) and the network") from None
 
 
+def check_gpu_share(cells: list[Cell]) -> None:
+    """On Ray, a task that reserves no GPU sees none (Ray sets ``CUDA_VISIBLE_DEVICES`` to empty for it): refuse
+    a grid that would then quietly run on the CPU of a GPU machine, or fail for want of the GPU it names."""
+    import torch
+
+    devices = {c.spec["device"] for c in cells}
+    if any(d and str(d).startswith("cuda") for d in devices) or (None in devices and torch.cuda.is_available()):
+        raise ValueError("the cells would run on a GPU, but --gpus-per-run is 0 and Ray hides the GPUs from a task "
+                         "that reserves none: give --gpus-per-run (1: a whole GPU per run), or --device cpu")
+
+
 def check_folder(cells: list[Cell], folder: Path) -> dict:
     """The folder's manifest with this grid's cells added; refused if a cell would overwrite another grid's."""
     path = folder / MANIFEST
@@ -263,6 +274,8 @@ def run_grid(cells: list[Cell], folder: str | Path, ray: bool = False, address: 
         raise ValueError(f"cpus_per_run must be positive and gpus_per_run, max_retries 0 or more; got "
                          f"{cpus_per_run}, {gpus_per_run}, {max_retries}")
     folder = Path(folder)
+    if (ray or address) and not gpus_per_run:
+        check_gpu_share(cells)
     check_tasks(dict.fromkeys(c.spec["task"] for c in cells))
     manifest = check_folder(cells, folder)
     client = connect(address, num_cpus=None) if (ray or address) else None  # refused here if unreachable
