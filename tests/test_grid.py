@@ -22,8 +22,9 @@ from bbt_mini.run import grid
 # The tiny model's sizes (tests/tiny.py's TINY): dev checks, and so checkpoints, every 8 calls.
 SETTINGS = {"prompt_length": 2, "intrinsic_dim": 6, "popsize": 4, "budget": 16, "eval_every": 8, "p0": "zeros",
             "k": 2, "test_size": 8}
+RUN_FLAGS = ["--k", "2", "--test-size", "8", "--device", "cpu", "--dtype", "float32", "--quiet"]
 FLAGS = ["--prompt-length", "2", "--intrinsic-dim", "6", "--popsize", "4", "--budget", "16", "--eval-every", "8",
-         "--p0", "zeros", "--k", "2", "--test-size", "8", "--device", "cpu", "--dtype", "float32", "--quiet"]
+         "--p0", "zeros", *RUN_FLAGS]
 TIMINGS = ("wall_s",)  # seconds differ between any two runs; everything else must not
 
 
@@ -33,7 +34,9 @@ def tiny(tmp_path_factory):
 
 
 def cells_of(tiny, tasks=("rotten_tomatoes", "bbc_news"), methods=("bbt", "manual"), seeds=(1,), **changes):
-    return grid.plan(tasks, methods, seeds, "ci", tiny, {**SETTINGS, **changes}, device="cpu", dtype="float32")
+    tuned = {"bbt", "bbtv2"} & set(methods)  # a grid of baselines alone takes no tuner settings
+    settings = {k: v for k, v in SETTINGS.items() if tuned or k in ("k", "test_size")}
+    return grid.plan(tasks, methods, seeds, "ci", tiny, {**settings, **changes}, device="cpu", dtype="float32")
 
 
 def without_timings(result: dict) -> dict:
@@ -73,6 +76,8 @@ def test_plan_applies_task_sizes_and_the_papers_settings_in_full():
 def test_plan_refuses_bad_settings_before_anything_runs(tiny, settings, message):
     with pytest.raises(ValueError, match=message):
         cells_of(tiny, **settings)
+    with pytest.raises(ValueError, match="nothing would use them"):
+        cells_of(tiny, methods=("manual",), budget=[8, 16])
 
 
 def test_a_rerun_runs_nothing_and_a_half_finished_grid_only_what_is_left(tiny, tmp_path, monkeypatch):
@@ -116,7 +121,7 @@ def test_a_grid_that_would_overwrite_another_is_refused_before_anything_runs(tin
     with pytest.raises(ValueError, match="another grid's results.*test_size: 6 here, 8 there"):
         grid.run_grid(cells_of(tiny, tasks=("rotten_tomatoes",), methods=("manual",), test_size=6), tmp_path)
     args = ["grid", "--tasks", "rotten_tomatoes", "--methods", "manual", "--seeds", "1", "--profile", "ci",
-            "--model", tiny, "--out", str(tmp_path), *FLAGS]
+            "--model", tiny, "--out", str(tmp_path), *RUN_FLAGS]
     args[args.index("--test-size") + 1] = "6"
     assert main(args) == 2 and "choose another --out folder" in capsys.readouterr().err
     stray = tmp_path / "other"
@@ -217,7 +222,7 @@ def test_cost_of_the_papers_grid_counts_its_calls_and_prices_them_from_the_bench
 def test_an_unreachable_ray_address_is_refused_at_once(tiny, tmp_path, capsys):
     started = time.perf_counter()
     args = ["grid", "--tasks", "rotten_tomatoes", "--methods", "manual", "--seeds", "1", "--profile", "ci",
-            "--model", tiny, "--out", str(tmp_path / "g"), "--address", "127.0.0.1:9", *FLAGS]
+            "--model", tiny, "--out", str(tmp_path / "g"), "--address", "127.0.0.1:9", *RUN_FLAGS]
     import ray
 
     assert not ray.is_initialized()  # (an instance of this process would be used instead of the address)

@@ -87,7 +87,10 @@ def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm
         if not values or len(set(values)) != len(values):
             raise ValueError(f"the setting {name} sweeps {values}: give distinct values")
     fixed = {k: v for k, v in settings.items() if k not in swept}
-    cells, names = [], set()
+    if not set(methods) & set(TUNERS) and set(settings) - set(BASELINE_ARGS):
+        raise ValueError(f"{sorted(set(settings) - set(BASELINE_ARGS))} set the tuners {TUNERS}, and this grid has "
+                         f"none of them ({list(methods)}): nothing would use them")
+    cells = []
     for task, method in itertools.product(tasks, methods):
         takes = None if method in TUNERS else BASELINE_ARGS
         mine = {k: v for k, v in swept.items() if takes is None or k in takes}
@@ -105,13 +108,9 @@ def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm
             for seed in seeds:
                 if seed < 1:
                     raise ValueError(f"seeds must be 1 or more (pycma reads 0 as 'seed from the clock'); got {seed}")
-                name = f"{task}-{method}{suffix}-s{seed}"
-                if name in names:
-                    continue
-                names.add(name)
-                cells.append(Cell(name, {"method": method, "task": task, "model": str(model), "seed": int(seed),
-                                         "profile": profile.name, **run_args, "device": device, "dtype": dtype,
-                                         "config": config}, tuple(mine)))
+                spec = {"method": method, "task": task, "model": str(model), "seed": int(seed),
+                        "profile": profile.name, **run_args, "device": device, "dtype": dtype, "config": config}
+                cells.append(Cell(f"{task}-{method}{suffix}-s{seed}", spec, tuple(mine)))
     return cells
 
 
