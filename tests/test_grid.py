@@ -197,8 +197,8 @@ def test_the_table_gives_each_swept_value_its_row_and_compares_like_with_like():
         if r["config"]:
             r["config"]["intrinsic_dim"] = r.pop("intrinsic_dim")
     table = paper.grid_table(results, paper.per_seed(compare), sweep=("intrinsic_dim",))
-    assert table.methods == ["manual prompt", "BBT (intrinsic_dim=6)", "BBTv2 (intrinsic_dim=6)",
-                             "BBT (intrinsic_dim=8)", "BBTv2 (intrinsic_dim=8)"]
+    assert table.methods == ["manual prompt", "BBT (intrinsic_dim=6)", "BBT (intrinsic_dim=8)",
+                             "BBTv2 (intrinsic_dim=6)", "BBTv2 (intrinsic_dim=8)"]  # in the papers' row order
     pairs = {(v["method"], v["versus"]) for v in table.verdicts if v["versus"] != "manual prompt"}
     assert pairs == {("BBTv2 (intrinsic_dim=6)", "BBT (intrinsic_dim=6)"),
                      ("BBTv2 (intrinsic_dim=8)", "BBT (intrinsic_dim=8)")}

@@ -210,7 +210,10 @@ def grid_table(results: list, verdict, tasks: tuple | None = None, sweep: tuple 
     for r in results:
         groups[(r["task"], _row_name(r, sweep))].append(r)
     tasks = tuple(tasks or dict.fromkeys(r["task"] for r in results))
-    methods = list(dict.fromkeys(name for _, name in groups))
+    order = list(PAPER_TABLE)  # the papers' row order; rows they do not have come after, as given
+    methods = sorted(dict.fromkeys(name for _, name in groups),
+                     key=lambda m: next((i for i, p in enumerate(order) if m == p or m.startswith(p + " (")),
+                                        len(order)))
     rows = []
     for (task, name), rs in groups.items():
         values = np.array([score(r) for r in sorted(rs, key=lambda r: r["seed"])])

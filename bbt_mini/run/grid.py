@@ -378,10 +378,12 @@ def cost(cells: list[Cell], bench: Path = BENCH) -> dict:
 
 
 def describe_cost(c: dict) -> str:
+    """:func:`cost` in a line."""
     if c["gpu_s"] is None:
         gpu = ""
     else:
         took = f"{c['gpu_s']:.0f} s" if c["gpu_s"] < 90 else f"{c['gpu_s'] / 60:.0f} min"
         gpu = f"; about {took} of tuning on one {c['gpu']} (recorded benchmark, one run at a time)"
+    tokens = f"{c['tokens'] / 1e6:,.1f} M" if c["tokens"] >= 1e6 else f"{c['tokens']:,}"
     return (f"{c['cells']} cells ({c['tuning_runs']} tuning runs): {c['calls']:,} tuning calls, "
-            f"about {c['tokens'] / 1e6:,.1f} M tokens{gpu}")
+            f"about {tokens} tokens{gpu}")
