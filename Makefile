@@ -30,7 +30,7 @@ lint: setup
 	$(BIN)/ruff check bbt_mini tests tools
 
 unit: lint
-	$(BIN)/pytest tests -m "not effect and not rehearsal and not vllm"
+	$(BIN)/pytest tests -m "not effect and not rehearsal and not vllm and not ray"
 
 # `make test`: the server's environment, then everything beside ONE vLLM server (tools/shared_server.py: the
 # real-server tests and chapter 1 use it; the kill-and-resume test kills it and it is started again);

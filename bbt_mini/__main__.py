@@ -1,5 +1,6 @@
 """Command line: ``python -m bbt_mini run --task rotten_tomatoes --method bbt --seed 1 --out r.json``.
 
+``python -m bbt_mini grid --tasks ... --methods ... --seeds ...`` runs a grid of them (:mod:`bbt_mini.run.grid`);
 ``python -m bbt_mini tasks`` lists the tasks; ``python -m bbt_mini.run.bench`` times the black box.
 """
 from __future__ import annotations
@@ -42,11 +43,15 @@ def parse_labels(text: str) -> dict:
     return labels
 
 
-def config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per field of :class:`bbt_mini.methods.bbt.BBTConfig`: name, type, help and choices come from there."""
-    group = parser.add_argument_group("BBT and BBTv2 settings (default: the profile's, then the papers')")
+def config_flags(parser: argparse.ArgumentParser, nargs: str | None = None) -> None:
+    """One flag per field of :class:`bbt_mini.methods.bbt.BBTConfig`: name, type, help and choices come from there.
+
+    ``nargs="+"`` (the grid): a flag takes several values, which the grid sweeps."""
+    group = parser.add_argument_group("BBT and BBTv2 settings (default: the profile's, then the papers')"
+                                      + ("; several values are swept" if nargs else ""))
     for name, kind, help, choices in settings(BBTConfig):
-        group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=choices, help=help)
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=choices, help=help,
+                           nargs=nargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "then names the server's number format, as the result records it")
     run.add_argument("--out", help="write the JSON result here (default: print it)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    grid_flags(sub.add_parser("grid", help="tasks x methods x seeds in one profile, resumable, in this process "
+                              "or on Ray; writes the papers' table"))
     serve = sub.add_parser("serve", help="build the server's environment once and start vLLM on the model "
                            "(an OpenAI-compatible server for --service)")
     serve.add_argument("--model", default="smollm2", help="smollm2 (offline) or a local model folder")
@@ -95,6 +102,59 @@ def build_parser() -> argparse.ArgumentParser:
                        "on older ones such as a T4, float32 on a CPU)")
     serve.add_argument("--build-only", action="store_true", help="build the environment and stop")
     return parser
+
+
+def grid_flags(grid: argparse.ArgumentParser) -> None:
+    grid.add_argument("--tasks", nargs="+", required=True, help="registered tasks (see `tasks`)")
+    grid.add_argument("--methods", nargs="+", required=True, choices=METHODS)
+    grid.add_argument("--seeds", nargs="+", type=int, required=True, help="seeds (from 1)")
+    grid.add_argument("--profile", choices=sorted(PROFILES), help="experiment size (default: $BBT_PROFILE, or "
+                      "colab on a GPU and small on a CPU)")
+    grid.add_argument("--model", default="smollm2", help="smollm2 (offline), a hub name or a local folder")
+    grid.add_argument("--out", help="the grid's folder: results, checkpoints, manifest, table (default: "
+                      "grid-PROFILE)")
+    config_flags(grid, nargs="+")
+    grid.add_argument("--k", type=int, nargs="+", help="examples per class for train (and as many for dev)")
+    grid.add_argument("--test-size", type=int, nargs="+", help="test examples (default: the profile's)")
+    grid.add_argument("--device", help="cpu, cuda... (default: $BBT_DEVICE, else CUDA where the run goes)")
+    grid.add_argument("--dtype", choices=sorted(DTYPES), help="(default: as `run`)")
+    where = grid.add_mutually_exclusive_group()
+    where.add_argument("--ray", action="store_true", help="run the cells as Ray tasks on a local Ray instance")
+    where.add_argument("--address", help="run the cells on the Ray cluster at this address (HOST:PORT)")
+    grid.add_argument("--cpus-per-run", type=float, default=1, help="Ray: CPUs each run reserves")
+    grid.add_argument("--gpus-per-run", type=float, default=0, help="Ray: GPUs each run reserves (0.25: four "
+                      "runs share one GPU; three processes on one H100 were measured slower than one at a time, "
+                      "results/gpu/workers.json)")
+    grid.add_argument("--max-retries", type=int, default=3, help="Ray: retries of a cell whose worker is lost")
+    grid.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def grid(args) -> int:
+    """The grid command: plan, run what is not done, write the table; 1 if a cell failed."""
+    from .book.notebook import compare
+    from .core.paper import per_seed
+    from .core.profiles import get_profile
+    from .run import grid as grids
+
+    if (args.cpus_per_run != 1 or args.gpus_per_run or args.max_retries != 3) and not (args.ray or args.address):
+        raise ValueError("--cpus-per-run, --gpus-per-run and --max-retries are for Ray: add --ray or --address")
+    names = [*CONFIG_FIELDS, "k", "test_size"]
+    chosen = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    values = {n: v[0] if len(v) == 1 else v for n, v in chosen.items()}
+    profile = get_profile(args.profile).name
+    cells = grids.plan(args.tasks, args.methods, args.seeds, profile, args.model, values, args.device, args.dtype)
+    folder = Path(args.out or f"grid-{profile}")
+    print(f"grid in {folder}: {grids.describe_cost(grids.cost(cells))}", flush=True)
+    outcome = grids.run_grid(cells, folder, ray=args.ray, address=args.address, cpus_per_run=args.cpus_per_run,
+                             gpus_per_run=args.gpus_per_run, max_retries=args.max_retries, progress=not args.quiet,
+                             write=None if not args.quiet else print)
+    table = grids.write_table(outcome, folder, per_seed(compare), cells)
+    print(table.markdown())
+    print(f"{len(outcome.results)} of {len(cells)} cells done ({len(outcome.skipped)} were already), "
+          f"{len(outcome.failed)} failed; table: {folder / 'table.md'}, {folder / 'table.csv'}")
+    for name, error in outcome.failed.items():
+        print(f"failed: {name}: {error}", file=sys.stderr)
+    return 0 if outcome.ok else 1
 
 
 def serve(args) -> int:
@@ -156,6 +216,12 @@ def main(argv=None) -> int:
         return 0
     if args.command == "serve":
         return serve(args)
+    if args.command == "grid":
+        try:
+            return grid(args)
+        except (ValueError, OSError, RuntimeError, KeyError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         result = run(args)
         text = to_json(result, args.out)

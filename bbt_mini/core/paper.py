@@ -1,5 +1,11 @@
 """The papers' headline table, and a renderer that puts new runs beside it.
 
+:func:`grid_table` assembles a grid's per-seed results (:mod:`bbt_mini.run.grid`, chapter 7)
+into the papers' layout: mean +- std over seeds per task and method, the papers' number
+beside each, and a verdict for each of the papers' comparisons (BBT against the manual
+prompt, BBTv2 against BBT...) from the rule it is given (the book's: :func:`per_seed` of
+``bbt_mini.book.notebook.compare``), as Markdown and CSV.
+
 Numbers: BBTv2 paper (Sun et al., 2022b), Table 3: RoBERTa-large, 16 shots per class, test
 accuracy (MRPC: F1), averaged over three seeds. The BBT row is as reported there; the ICML
 BBT paper itself reports DBPedia 87.80 (average 73.01).
@@ -7,6 +13,7 @@ BBT paper itself reports DBPedia 87.80 (average 73.01).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,3 +77,166 @@ def results_table(results: list, tasks: tuple | None = None) -> str:
             row.append("-" if not v else f"{np.mean(v):.2f} ± {np.std(v):.2f} (n={len(v)})")
         out.append(f"| {m} | " + " | ".join(row) + " |")
     return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- a grid's table
+
+# The papers' task each offline task stands in for (bbt_mini.data.tasks): its paper number is shown beside
+# it, labelled with the paper's task, never as a like-for-like comparison (another model, other data).
+STAND_INS = {"rotten_tomatoes": "sst2", "imdb": "yelp_polarity", "bbc_news": "ag_news"}
+# The papers' per-task settings (the full profile): DBPedia's budget, and hinge loss on the pair tasks
+# (the authors' README advises it for MRPC, SNLI and RTE).
+PAPER_SETTINGS = {"dbpedia": {"budget": 20000}, "mrpc": {"loss": "hinge"}, "snli": {"loss": "hinge"},
+                  "rte": {"loss": "hinge"}}
+# The comparisons a table judges: (method, against), as the papers' claims put them.
+COMPARISONS = (("bbt", "manual"), ("bbtv2", "manual"), ("bbtv2", "bbt"), ("icl", "manual"))
+# Methods whose test score does not depend on the seed (the manual prompt reads no training data): their
+# per-seed runs are one fixed reference in a verdict.
+NO_TRAINING = ("manual",)
+
+
+def paper_number(task: str, method_row: str) -> tuple[str | None, float | None]:
+    """(the papers' task, its number in Table 3) for a task (or its stand-in) and a row name."""
+    paper_task = task if task in PAPER_TASKS else STAND_INS.get(task)
+    if paper_task is None or method_row not in PAPER_TABLE:
+        return paper_task, None
+    return paper_task, PAPER_TABLE[method_row][PAPER_TASKS.index(paper_task)]
+
+
+def per_seed(rule, what: str = "test score (%)", fmt: str = ".2f"):
+    """A verdict over lists of results, from a rule over per-seed numbers (``bbt_mini.book.notebook.compare``'s
+    form: ``rule(a_values, b_values_or_one_number, name_a, name_b, what=, fmt=)``).
+
+    The numbers are :func:`score` s; a side of a method in :data:`NO_TRAINING` whose seeds all score the same
+    is passed as one number (a fixed reference)."""
+    def side(results: list):
+        values = [score(r) for r in results]
+        if all(r["method"] in NO_TRAINING for r in results) and len(set(values)) == 1:
+            return values[0]
+        return values
+
+    def verdict(a: list, b: list, name_a: str, name_b: str):
+        return rule(side(a), side(b), name_a, name_b, what=what, fmt=fmt)
+
+    return verdict
+
+
+def _row_name(result: dict, sweep: tuple) -> str:
+    label = method_label(result)
+    swept = [f"{name}={result['config'][name]}" for name in sweep
+             if name in (result.get("config") or {})] + [f"k={result['k']}" for name in sweep if name == "k"]
+    return f"{label} ({', '.join(swept)})" if swept else label
+
+
+def _base(result: dict) -> str:
+    return result["method"]
+
+
+@dataclass
+class GridTable:
+    """A grid's results in the papers' layout: one row per method (and swept setting), per task the mean
+    +- std over seeds with the papers' number beside it, and a verdict for each comparison.
+
+    ``rows``: one dict per (task, row); ``verdicts``: one dict per comparison made."""
+
+    tasks: tuple
+    methods: list
+    rows: list
+    verdicts: list
+
+    def cell(self, task: str, method_row: str) -> dict | None:
+        return next((r for r in self.rows if r["task"] == task and r["method"] == method_row), None)
+
+    def sentence(self, task: str, a: str, b: str) -> str:
+        """The verdict sentence comparing row ``a`` with row ``b`` on ``task``."""
+        for v in self.verdicts:
+            if (v["task"], v["method"], v["versus"]) == (task, a, b):
+                return v["sentence"]
+        raise KeyError(f"no comparison of {a!r} with {b!r} on {task!r}; made: "
+                       f"{[(v['task'], v['method'], v['versus']) for v in self.verdicts]}")
+
+    def markdown(self) -> str:
+        head = ["method"]
+        for t in self.tasks:
+            paper_task = paper_number(t, "BBT")[0]
+            head += [t] + ([f"paper: {paper_task}" + ("" if paper_task == t else " (stand-in)")] if paper_task else [])
+        out = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        for m in self.methods:
+            line = [m]
+            for t in self.tasks:
+                c = self.cell(t, m)
+                line.append("-" if c is None else f"{c['mean']:.2f} ± {c['std']:.2f} (n={c['n']})")
+                paper_task, number = paper_number(t, m)
+                if paper_task:
+                    line.append("-" if number is None else f"{number:.2f}")
+            out.append("| " + " | ".join(line) + " |")
+        notes = ["", "Mean ± standard deviation (ddof=1) over seeds of the test score in percent (F1 for MRPC). "
+                 "Paper: BBTv2 (Sun et al., 2022b), Table 3, RoBERTa-large, 16 shots per class; a stand-in's "
+                 "paper number is the papers' task it stands in for, on other data and another model."]
+        if self.verdicts:
+            notes += ["", "Verdicts (the book's rule):", ""]
+            notes += [f"* {v['task']}: {v['sentence']}." for v in self.verdicts]
+        return "\n".join(out + notes)
+
+    def csv(self) -> str:
+        return _csv(self.rows, ("task", "method", "n", "mean", "std", "scores", "paper_task", "paper"))
+
+    def verdicts_csv(self) -> str:
+        return _csv(self.verdicts, ("task", "method", "versus", "diff", "verdict", "sentence"))
+
+
+def _csv(rows: list, columns: tuple) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c) for c in columns})
+    return buffer.getvalue()
+
+
+def grid_table(results: list, verdict, tasks: tuple | None = None, sweep: tuple = ()) -> GridTable:
+    """Assemble per-seed ``results`` into the papers' table and judge its comparisons with ``verdict``.
+
+    ``verdict(a_results, b_results, name_a, name_b)`` is the book's rule over two lists of results (e.g.
+    ``per_seed(bbt_mini.book.notebook.compare)``); it returns an object with ``verdict`` and ``sentence``
+    (or a plain sentence). ``sweep``: settings a grid varied (``intrinsic_dim``, ``k``...): each value
+    gets its own row. Comparisons (:data:`COMPARISONS`) pair rows of the same swept values, or any row
+    with a method of :data:`NO_TRAINING`.
+    """
+    groups = defaultdict(list)
+    for r in results:
+        groups[(r["task"], _row_name(r, sweep))].append(r)
+    tasks = tuple(tasks or dict.fromkeys(r["task"] for r in results))
+    order = list(PAPER_TABLE)  # the papers' row order; rows they do not have come after, as given
+    methods = sorted(dict.fromkeys(name for _, name in groups),
+                     key=lambda m: next((i for i, p in enumerate(order) if m == p or m.startswith(p + " (")),
+                                        len(order)))
+    rows = []
+    for (task, name), rs in groups.items():
+        values = np.array([score(r) for r in sorted(rs, key=lambda r: r["seed"])])
+        paper_task, number = paper_number(task, name)
+        rows.append({"task": task, "method": name, "n": len(values), "mean": round(float(values.mean()), 4),
+                     "std": round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4),
+                     "scores": ";".join(f"{v:.4f}" for v in values), "paper_task": paper_task, "paper": number,
+                     "_results": rs})
+    verdicts = []
+    for task in tasks:
+        here = [row for row in rows if row["task"] == task]
+        for a, b in COMPARISONS:
+            for ra in (row for row in here if _base(row["_results"][0]) == a):
+                suffix = ra["method"][len(method_label(ra["_results"][0])):]
+                for rb in (row for row in here if _base(row["_results"][0]) == b):
+                    theirs = rb["method"][len(method_label(rb["_results"][0])):]
+                    if theirs != suffix and not (b in NO_TRAINING and not theirs):  # like with like
+                        continue
+                    name_b = "the manual prompt" if rb["method"] == "manual prompt" else rb["method"]
+                    c = verdict(ra["_results"], rb["_results"], ra["method"], name_b)
+                    verdicts.append({"task": task, "method": ra["method"], "versus": rb["method"],
+                                     "diff": getattr(c, "diff", None), "verdict": getattr(c, "verdict", None),
+                                     "sentence": getattr(c, "sentence", str(c))})
+    for row in rows:
+        del row["_results"]
+    return GridTable(tasks, methods, rows, verdicts)
