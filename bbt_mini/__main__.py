@@ -12,13 +12,16 @@ import sys
 from pathlib import Path
 
 from .core import settings as machine
-from .core.profiles import PROFILES
+from .book.notebook import compare
+from .core.paper import per_seed
+from .core.profiles import PROFILES, get_profile
 from .core.results import to_json
 from .core.settings import DEFAULT_MAX_MODEL_LEN, DEFAULT_PORT, DTYPE_NAMES, DTYPES
 from .data.tasks import TASKS, csv_task
 from .lm.loading import load_model
 from .methods.bbt import BBTConfig, settings
 from .methods.experiment import PLACEMENTS
+from .run import grid as grids
 from .run import runs, server
 from .run.runs import CONFIG_FIELDS, METHODS
 
@@ -131,11 +134,6 @@ def grid_flags(grid: argparse.ArgumentParser) -> None:
 
 def grid(args) -> int:
     """The grid command: plan, run what is not done, write the table; 1 if a cell failed."""
-    from .book.notebook import compare
-    from .core.paper import per_seed
-    from .core.profiles import get_profile
-    from .run import grid as grids
-
     if (args.cpus_per_run != 1 or args.gpus_per_run or args.max_retries != 3) and not (args.ray or args.address):
         raise ValueError("--cpus-per-run, --gpus-per-run and --max-retries are for Ray: add --ray or --address")
     names = [*CONFIG_FIELDS, "k", "test_size"]

@@ -12,6 +12,8 @@ BBT paper itself reports DBPedia 87.80 (average 73.01).
 """
 from __future__ import annotations
 
+import csv
+import io
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -186,9 +188,6 @@ class GridTable:
 
 
 def _csv(rows: list, columns: tuple) -> str:
-    import csv
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -27,13 +27,22 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pickle
 import socket
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
 from ..core import paper
 from ..core.profiles import get_profile, task_sizes
+from ..core.results import to_json
+from ..data.tasks import get_task
+from ..methods.registry import TUNERS
+from ..methods.registry import config as tuner_config
+from .runs import check_options, run
 
 MANIFEST = "grid.json"
 RUN_ARGS = ("k", "test_size")  # settings that go to runs.run itself; the rest are the tuners' (BBTConfig)
@@ -52,7 +61,6 @@ class Cell:
 
     @property
     def tuner(self) -> bool:
-        from .runs import TUNERS
 
         return self.spec["method"] in TUNERS
 
@@ -73,7 +81,6 @@ def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm
     given settings come last. A baseline takes only ``k`` and ``test_size``: its cells are not
     repeated over the tuners' swept settings.
     """
-    from .runs import TUNERS, check_options
 
     profile = get_profile(profile)
     settings = dict(settings or {})
@@ -103,7 +110,7 @@ def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm
             check_options(method, config, {}, None, run_args["k"],
                           "profile" if run_args["test_size"] is None else run_args["test_size"])
             if method in TUNERS:
-                profile.config(method, **config).check()  # values out of range: refused before anything runs
+                tuner_config(method, profile, **config).check()  # values out of range: refused before anything runs
             suffix = "".join(f"-{k}_{_value_name(v)}" for k, v in zip(mine, point))
             for seed in seeds:
                 if seed < 1:
@@ -116,7 +123,6 @@ def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm
 
 def check_tasks(tasks) -> None:
     """Refuse, before anything runs, a task that is not registered or that the hub cannot give here."""
-    from ..data.tasks import get_task
 
     hub = [t for t in tasks if get_task(t).source == "hub"]
     if not hub:
@@ -138,7 +144,6 @@ def check_tasks(tasks) -> None:
 def check_gpu_share(cells: list[Cell]) -> None:
     """On Ray, a task that reserves no GPU sees none (Ray sets ``CUDA_VISIBLE_DEVICES`` to empty for it): refuse
     a grid that would then quietly run on the CPU of a GPU machine, or fail for want of the GPU it names."""
-    import torch
 
     devices = {c.spec["device"] for c in cells}
     if any(d and str(d).startswith("cuda") for d in devices) or (None in devices and torch.cuda.is_available()):
@@ -184,7 +189,6 @@ def _checkpoint_calls(path: Path | None) -> int:
     """Calls already made by the run whose checkpoint is ``path`` (0: none to resume from)."""
     if path is None or not path.exists():
         return 0
-    import pickle
 
     with open(path, "rb") as f:
         return int(pickle.load(f).get("calls", 0))
@@ -193,8 +197,6 @@ def _checkpoint_calls(path: Path | None) -> int:
 def run_cell(name: str, spec: dict, folder: str) -> dict:
     """Run one cell (resuming from its checkpoint in ``folder`` if there is one); return its result as JSON
     text and where it ran, or its error. Never raises for the run's own errors: the grid reports them."""
-    from ..core.results import to_json
-    from .runs import TUNERS, run
 
     spec = dict(spec)
     ckpt = Path(folder) / f"{name}.ckpt" if spec["method"] in TUNERS else None
@@ -267,7 +269,6 @@ def run_grid(cells: list[Cell], folder: str | Path, ray: bool = False, address: 
 
     ``write``: where the lines go (default: above the progress bar). Returns an :class:`Outcome`.
     """
-    from tqdm.auto import tqdm
 
     if cpus_per_run <= 0 or gpus_per_run < 0 or max_retries < 0:
         raise ValueError(f"cpus_per_run must be positive and gpus_per_run, max_retries 0 or more; got "
@@ -353,7 +354,6 @@ def cost(cells: list[Cell], bench: Path = BENCH) -> dict:
     per call for the model's shape (RoBERTa-large for masked hub models, else SmolLM2), scaled by
     the examples per call and the tokens per example.
     """
-    from ..data.tasks import get_task
 
     record = json.loads(bench.read_text()) if bench.exists() else None
     calls = tokens = gpu_s = 0.0
@@ -361,7 +361,7 @@ def cost(cells: list[Cell], bench: Path = BENCH) -> dict:
         if not cell.tuner:
             continue
         profile = get_profile(cell.spec["profile"])
-        config = profile.config(cell.spec["method"], **cell.spec["config"])
+        config = tuner_config(cell.spec["method"], profile, **cell.spec["config"])
         k = cell.spec["k"] or profile.k_shot
         examples = k * len(get_task(cell.spec["task"]).classes)
         shape = "roberta-large-shape" if "roberta" in cell.spec["model"] else "smollm2"
