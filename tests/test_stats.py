@@ -175,3 +175,20 @@ def test_the_same_answers_are_no_detectable_difference_and_the_rule_is_fast():
     for _ in range(20):
         stats.judge(a, a[0])
     assert (time.perf_counter() - t0) / 20 < 0.1, "one paired verdict on 5 seeds x 1,000 sentences should be fast"
+
+
+def test_the_rule_lives_at_the_ground_cost_and_stats_import_nothing_above_core():
+    """core/cost.py judged gains through book/notebook.py (an import inside a function); now both use core/stats."""
+    import ast
+    from pathlib import Path
+
+    import bbt_mini.core as core
+
+    for name in ("stats.py", "cost.py"):
+        tree = ast.parse((Path(core.__file__).parent / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level in (0, 1), f"{name} imports from above core: {ast.unparse(node)}"
+                assert node.level == 1 or node.module.split(".")[0] in ("__future__", "math", "dataclasses", "numpy")
+            elif isinstance(node, ast.Import):
+                assert all(a.name.split(".")[0] in ("math", "numpy") for a in node.names), ast.unparse(node)
