@@ -15,10 +15,10 @@ When both sides are results that record, per test sentence, which label they ans
 **paired** sentence by sentence. With ``C[s, j]`` = 1 if seed ``s`` answered sentence ``j``
 correctly, the difference is ``D = mean(C_a) - mean(C_b)`` and its variance has two parts:
 
-* seeds: ``sigma_a^2 / n_a + sigma_b^2 / n_b``, where ``sigma^2`` is the spread of the per-seed
-  accuracies less the part of it that sentence-level flips already explain (the residual mean
-  square of the seeds-by-sentences table over N); a fixed reference (one result given alone,
-  such as the manual prompt, which has no seed) has none;
+* seeds: ``s_a^2 / n_a + s_b^2 / n_b``, where ``s^2`` is the sample variance (ddof=1) of a
+  side's per-seed accuracies; a fixed reference (one result given alone, such as the manual
+  prompt, which has no seed) has none. (It also holds the seeds' sentence-level flips, which
+  the sentence part counts again: a small, conservative double count.)
 * sentences: ``S_d^2 / N``, the variance over sentences of the per-sentence difference
   ``d_j = mean_s C_a[s, j] - mean_s C_b[s, j]``. Sentences both sides get right or both get
   wrong add nothing (that is the pairing); this is where the manual prompt's test-set noise enters.
@@ -30,10 +30,11 @@ seed parts, each the plain sample variance: that is Welch's t-test. A verdict is
 "lower", "no detectable difference", or "cannot judge" with the reason (one run on each side,
 or seeds that agree exactly, leave no spread to judge by).
 
-Why not two standard errors, or a bootstrap over seeds: with 3 seeds a spread is estimated
-from 2 degrees of freedom, and a rule that treats it as known (2 standard errors) or resamples
-3 numbers calls a true null a difference far more often than 5% of the time;
-``tests/test_stats.py`` measures both on simulated nulls.
+Why Student's t and not two standard errors, or a bootstrap that resamples seeds: with 3 seeds
+a spread is estimated from 2 degrees of freedom, and a rule that treats it as known (2 standard
+errors) or resamples 3 numbers (whose bootstrap variance is (n-1)/n of the sample's) calls a
+true null a difference more often than 5% of the time; ``tests/test_stats.py`` measures this
+rule and the old 2-SE rule on simulated nulls.
 
 Results on different test sets cannot be paired: :func:`correctness` refuses them.
 """
