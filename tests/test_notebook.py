@@ -165,3 +165,15 @@ def test_compare_pairs_results_by_test_sentence_and_says_so():
     assert "the manual prompt (0.700)" in c.sentence and "paired over 200 test sentences and seeds" in c.sentence
     plain = compare([r["test_accuracy"] for r in tuned], 0.7, "BBT", "the manual prompt")
     assert plain.rule == "welch" and "nothing paired" in plain.sentence
+
+
+def test_shape_takes_per_seed_results_and_pairs_them():
+    labels = [0, 1] * 50
+
+    def res(n):  # the first n of 100 sentences right
+        return {"test_set": "t", "test_labels": labels, "test_accuracy": n / 100,
+                "test_answers": labels[:n] + [1 - y for y in labels[n:]]}
+    text = shape({3: [res(60), res(61), res(59)], 10: [res(80), res(81), res(79)],
+                  25: [res(78), res(80), res(79)]}, "L")
+    assert "L = 10: 0.800" in text and "against L = 3: higher by 0.200" in text
+    assert "against L = 25: no detectable difference" in text
