@@ -5,7 +5,7 @@ from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
 from bbt_mini.methods.bbt import BBTConfig, run_bbt
 from bbt_mini.methods.bbtv2 import BBTv2Config, run_bbtv2
-from bbt_mini.core.cost import accuracy_by_budget, gain_from
+from bbt_mini.core.cost import accuracy_by_budget, gain_from, results_by_budget
 from bbt_mini.methods.experiment import evaluate
 from bbt_mini.run.runs import cache_path, run
 
@@ -97,9 +97,55 @@ def test_the_gain_verdict_names_the_budget_from_which_it_is_beyond_the_noise_and
     assert since == 50 and "from 50 calls on" in sentence and comps[10].verdict == "no detectable difference"
     flat = {b: [0.45, 0.55, 0.50] for b in rising}  # the same gains now within the noise
     since, _, sentence = gain_from(flat, 0.5, "task A")
-    assert since is None and "does not exceed two standard errors" in sentence
+    assert since is None and "is not detectable at the last budget" in sentence
     lost = {10: [0.60, 0.61, 0.62], 50: [0.45, 0.55, 0.50]}  # beyond at 10, not at the last budget
     since, _, sentence = gain_from(lost, 0.5, "task A")
-    assert since is None and "it did at 10 calls" in sentence
+    assert since is None and "it was at 10 calls" in sentence
     below = {10: [0.30, 0.31, 0.32]}
-    assert "below the manual prompt beyond the noise" in gain_from(below, 0.5, "task A")[2]
+    assert "detectably below the manual prompt" in gain_from(below, 0.5, "task A")[2]
+
+
+def test_gain_from_pairs_runs_by_test_sentence_with_results_by_budget():
+    labels = [0, 1] * 50
+    manual = {"test_set": "t", "test_labels": labels, "test_answers": labels[:70] + [1 - y for y in labels[70:]],
+              "test_accuracy": 0.7}
+
+    def run(seed, right):  # right: sentences answered correctly at budget 10 and 50
+        entries = [{"budget": b, "test_set": "t", "test_accuracy": n / 100,
+                    "test_answers": labels[:n] + [1 - y for y in labels[n:]]} for b, n in right.items()]
+        return {"seed": seed, "test_labels": labels, "test_at": entries}
+
+    runs = [run(s, {10: 70 + s - 1, 50: 85 + s}) for s in range(3)]
+    by_budget = results_by_budget(runs)
+    assert by_budget[50][2]["test_labels"] == labels and by_budget[50][2]["seed"] == 2
+    since, comps, sentence = gain_from(by_budget, manual, "task A")
+    assert since == 50 and comps[50].rule == "paired" and "paired over 100 test sentences" in sentence
+    assert comps[10].verdict == "no detectable difference"
+    with pytest.raises(ValueError, match="different test sets"):
+        gain_from(by_budget, {**manual, "test_set": "u"}, "task A")
+
+
+def test_every_method_records_its_answer_per_test_sentence_so_any_two_results_pair(lm):
+    """BBT, BBTv2 (and their test_at entries), manual, in-context learning, prompt tuning and the
+    Feature-MLP each record the class answered per test sentence, the labels and the test set's hash."""
+    from bbt_mini.core import stats
+    from bbt_mini.methods import baselines
+
+    setup = _setup(lm, (4,))
+    made = {"bbt": run_bbt(setup, BBTConfig(**TINY), progress=False),
+            "bbtv2": run_bbtv2(_setup(lm, (4,)), BBTv2Config(**TINY), progress=False),
+            "manual": baselines.manual_prompt(setup), "icl": baselines.in_context(setup),
+            "prompt_tuning": baselines.prompt_tuning(setup, steps=2, progress=False),
+            "feature_mlp": baselines.feature_mlp(setup, steps=2)}
+    labels = [int(y) for y in setup.test.labels]
+    for name, r in made.items():
+        assert r["test_labels"] == labels and len(r["test_answers"]) == len(labels), name
+        assert np.mean(np.array(r["test_answers"]) == labels) == pytest.approx(r["test_accuracy"]), name
+        assert r["test_set"] == made["manual"]["test_set"], name
+        assert stats.judge([r], made["manual"]).rule == "paired"
+    entry = results_by_budget([made["bbt"]])[4][0]
+    assert entry["test_set"] == made["manual"]["test_set"] and len(entry["test_answers"]) == len(labels)
+    other = tiny_setup(lm, test_size=6)
+    assert baselines.manual_prompt(other)["test_set"] != made["manual"]["test_set"]
+    with pytest.raises(ValueError, match="different test sets"):
+        stats.judge([made["bbt"]], baselines.manual_prompt(other))

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from bbt_mini.book.notebook import DETECTABLE, compare, shape
+from bbt_mini.book.notebook import compare, shape
+from bbt_mini.core.stats import t_critical
 
 
 def test_compare_says_higher_and_flips_to_lower_when_the_numbers_flip():
@@ -21,23 +22,26 @@ def test_compare_standard_error_is_sample_std_over_sqrt_n_combined_for_two_group
     c = compare(a, b, "a", "b")
     expected = np.sqrt(np.var(a, ddof=1) / 4 + np.var(b, ddof=1) / 3)
     assert c.se == pytest.approx(expected)
-    assert f"({expected:.3f})" in c.sentence
+    half = t_critical(c.df) * expected
+    assert c.low == pytest.approx(c.diff - half) and f"95% interval {c.low:+.3f} to {c.high:+.3f}" in c.sentence
+    assert "Welch's t over seeds, nothing paired" in c.sentence
 
 
-def test_compare_within_two_standard_errors_is_no_detectable_difference():
+def test_compare_within_the_noise_is_no_detectable_difference():
     a, b = [0.70, 0.66, 0.74], [0.69, 0.71, 0.70]
     c = compare(a, b, "BBTv2", "BBT")
-    assert abs(c.diff) <= DETECTABLE * c.se
+    assert c.p >= 0.05 and c.low < 0 < c.high
     assert c.verdict == "no detectable difference"
     assert "no detectable difference" in c.sentence and "higher" not in c.sentence and "lower" not in c.sentence
 
 
-def test_compare_just_beyond_two_standard_errors_is_a_verdict_and_just_within_is_not():
-    base = [0.0, 0.1, 0.2]  # sample std 0.1, se against a fixed reference 0.1 / sqrt(3)
-    se = 0.1 / np.sqrt(3)
-    assert compare(base, 0.1 - 2.1 * se, "a", "ref").verdict == "higher"
-    assert compare(base, 0.1 - 1.9 * se, "a", "ref").verdict == "no detectable difference"
-    assert compare(base, 0.1 + 2.1 * se, "a", "ref").verdict == "lower"
+def test_compare_just_beyond_students_t_is_a_verdict_and_just_within_is_not():
+    base = [0.0, 0.1, 0.2]  # sample std 0.1, se against a fixed reference 0.1 / sqrt(3), 2 degrees of freedom
+    se, t = 0.1 / np.sqrt(3), 4.303
+    assert compare(base, 0.1 - 1.01 * t * se, "a", "ref").verdict == "higher"
+    assert compare(base, 0.1 - 0.99 * t * se, "a", "ref").verdict == "no detectable difference"
+    assert compare(base, 0.1 - 2.1 * se, "a", "ref").verdict == "no detectable difference"  # the old rule's "higher"
+    assert compare(base, 0.1 + 1.01 * t * se, "a", "ref").verdict == "lower"
 
 
 def test_compare_against_a_fixed_reference_uses_only_the_seeds_spread():
@@ -51,7 +55,7 @@ def test_compare_without_spread_gives_no_verdict_but_says_why():
     single_vs_fixed = compare([0.62], 0.70, "BBT", "the manual prompt")
     identical_seeds = compare([0.60, 0.60], 0.70, "BBT", "the manual prompt")
     for c in (one_each, single_vs_fixed, identical_seeds):
-        assert c.verdict == "no spread" and np.isnan(c.se)
+        assert c.verdict == "cannot judge" and np.isnan(c.se)
         assert "cannot say whether it is more than noise" in c.sentence
         assert "higher" not in c.sentence and "lower" not in c.sentence
         assert "-0.080" in c.sentence or "-0.100" in c.sentence
@@ -124,14 +128,14 @@ def test_each_chapters_verdict_flips_when_its_numbers_flip(chapter):
     flipped_first, flipped_second = make(0.60, 0.80)
     down = compare(flipped_first, flipped_second, "X", "Y")
     if np.size(first) == 1 and np.size(second) == 1:
-        assert up.verdict == down.verdict == "no spread"
+        assert up.verdict == down.verdict == "cannot judge"
         assert "+0.200" in up.sentence and "-0.200" in down.sentence
     else:
         assert (up.verdict, down.verdict) == ("higher", "lower")
         assert "X (0.8" in up.sentence and "is higher than Y" in up.sentence
         assert "is lower than Y" in down.sentence
     same = compare(*make(0.70, 0.70), "X", "Y")
-    assert same.verdict in ("no detectable difference", "no spread")
+    assert same.verdict in ("no detectable difference", "cannot judge")
 
 
 def test_compare_names_the_unit_of_the_spread():
@@ -147,3 +151,29 @@ def test_mean_std_is_the_sample_std_that_compare_quotes():
     assert (m, s) == pytest.approx((0.575, np.std([0.55, 0.60], ddof=1)))
     assert f"{m:.3f} ± {s:.3f}" in compare([0.55, 0.60], 0.5, "BBT", "ref").sentence
     assert mean_std([0.7]) == (0.7, 0.0)
+
+
+def test_compare_pairs_results_by_test_sentence_and_says_so():
+    labels = [0, 1] * 100
+    def res(seed, n):  # the first n of 200 sentences answered correctly
+        return {"seed": seed, "test_set": "t", "test_labels": labels, "test_accuracy": n / 200,
+                "test_answers": labels[:n] + [1 - y for y in labels[n:]]}
+    manual = res(0, 140)
+    tuned = [res(s, 150 + s) for s in range(3)]
+    c = compare(tuned, manual, "BBT", "the manual prompt")
+    assert c.rule == "paired" and c.verdict == "higher"
+    assert "the manual prompt (0.700)" in c.sentence and "paired over 200 test sentences and seeds" in c.sentence
+    plain = compare([r["test_accuracy"] for r in tuned], 0.7, "BBT", "the manual prompt")
+    assert plain.rule == "welch" and "nothing paired" in plain.sentence
+
+
+def test_shape_takes_per_seed_results_and_pairs_them():
+    labels = [0, 1] * 50
+
+    def res(n):  # the first n of 100 sentences right
+        return {"test_set": "t", "test_labels": labels, "test_accuracy": n / 100,
+                "test_answers": labels[:n] + [1 - y for y in labels[n:]]}
+    text = shape({3: [res(60), res(61), res(59)], 10: [res(80), res(81), res(79)],
+                  25: [res(78), res(80), res(79)]}, "L")
+    assert "L = 10: 0.800" in text and "against L = 3: higher by 0.200" in text
+    assert "against L = 25: no detectable difference" in text

@@ -7,9 +7,9 @@ print a stray number under the cell.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from ..core.stats import Comparison, accuracies, judge, say
 
 
 def plain(value):
@@ -53,7 +53,7 @@ def style() -> None:
 
 
 def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1, as :func:`compare` uses) of per-seed numbers.
+    """Mean and sample standard deviation (ddof=1, as :func:`compare` quotes) of per-seed numbers.
 
     One number has no spread: its standard deviation is reported as 0.
     """
@@ -61,104 +61,45 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-# Verdicts: a sentence that judges measured numbers is computed from them, never written by hand.
-
-DETECTABLE = 2.0  # a difference counts as detectable beyond this many standard errors of itself
-
-
-def _values(x) -> np.ndarray:
-    v = np.atleast_1d(np.asarray(x, dtype=float))
-    if v.ndim != 1 or v.size == 0:
-        raise ValueError(f"expected one number or a non-empty list of per-seed numbers, got {x!r}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"per-seed numbers must be finite, got {v.tolist()}")
-    return v
-
-
-def _summary(v: np.ndarray, fixed: bool, fmt: str, unit: str = "seeds") -> str:
-    if fixed:
-        return f"{v[0]:{fmt}}"
-    if v.size == 1:
-        return f"{v[0]:{fmt}}, one run"
-    return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}} over {v.size} {unit}"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The outcome of :func:`compare`: the numbers and the sentence that says them."""
-
-    diff: float  # mean of the first minus mean of the second
-    se: float  # standard error of ``diff`` (nan: no spread to judge by)
-    verdict: str  # "higher", "lower", "no detectable difference" or "no spread"
-    sentence: str
-
-    def __str__(self) -> str:
-        return self.sentence
+# Verdicts: a sentence that judges measured numbers is computed from them, never written by hand,
+# by the book's one rule (bbt_mini.core.stats; stated in chapter 1, "How the book judges a difference").
 
 
 def compare(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: str = ".3f",
             unit: str = "seeds") -> Comparison:
     """Compare two measured things in words: which is higher, by how much, and whether that is noise.
 
-    ``a`` and ``b`` are per-seed values (lists), or ``b`` is one number: a fixed reference that
-    has no seed spread, such as the manual prompt. The difference is ``mean(a) - mean(b)``; its
-    standard error comes from the seeds' spread: the sample standard deviation (ddof=1) over
-    ``sqrt(n)`` for each side that has several seeds, combined as ``sqrt(se_a^2 + se_b^2)``; a
-    side with one run borrows the other side's standard deviation (it is assumed to vary as
-    much). **The rule:** a difference within ``DETECTABLE`` = 2 standard errors of itself is
-    reported as *no detectable difference*; beyond it, the sentence says which is higher and by
-    how much. With one run on each side (or a single run against a fixed reference, or seeds
-    that all agree exactly) there is no spread to judge by, and the sentence says so instead
-    of a verdict.
+    ``a`` and ``b`` are per-seed results (lists of result dicts), one result dict (a fixed
+    reference that has no seed, such as the manual prompt), per-seed numbers (lists), or
+    ``b`` one number (a fixed reference). With results on both sides the comparison is paired
+    by test sentence and seed, so the test set's sampling noise is counted; with numbers it is
+    Welch's t on the per-seed values, and the sentence says so. The rule, two-sided at 5%, is
+    :func:`bbt_mini.core.stats.judge`; a difference it cannot tell from zero is reported as
+    *no detectable difference*; with one run on each side (or one against a fixed reference,
+    or seeds that agree exactly) the sentence says it cannot judge, and why.
 
-    ``unit`` names what the values are per (``"seeds"``; ``"sentences"`` when the spread is
-    over test sentences). Returns a :class:`Comparison`; glue its ``sentence`` into the prose.
+    ``unit`` names what the values are per (``"seeds"``; ``"sentences"`` when the numbers are
+    per test sentence). Returns a :class:`bbt_mini.core.stats.Comparison` (difference, its 95%
+    interval, p-value, verdict); glue its ``sentence`` into the prose.
     """
-    va, vb = _values(a), _values(b)
-    b_fixed = np.ndim(b) == 0
-    if b_fixed and va.size == 1 and np.ndim(a) == 0:
-        raise ValueError("at most one side of a comparison can be a fixed reference; give a's per-seed values")
-    diff = float(va.mean() - vb.mean())
-    var_a = va.var(ddof=1) if va.size > 1 else np.nan
-    var_b = 0.0 if b_fixed else (vb.var(ddof=1) if vb.size > 1 else np.nan)
-    if np.isnan(var_a):
-        var_a = var_b if not b_fixed else np.nan
-    if np.isnan(var_b):
-        var_b = var_a
-    se = float(np.sqrt(var_a / va.size + var_b / vb.size))
-    sa, sb = f"{name_a} ({_summary(va, False, fmt, unit)})", f"{name_b} ({_summary(vb, b_fixed, fmt, unit)})"
-    if not np.isfinite(se) or se == 0:
-        spread = (f"the {unit} agree exactly, which gives no scale" if np.isfinite(se)
-                  else f"a single run against a fixed reference gives no spread across {unit}" if b_fixed
-                  else f"one run on each side gives no spread across {unit}")
-        sentence = (f"{sa} against {sb}: a difference of {diff:+{fmt}} in {what}, but {spread} to judge "
-                    f"it by, so this run cannot say whether it is more than noise")
-        return Comparison(diff, float("nan"), "no spread", sentence)
-    ratio = abs(diff) / se
-    if ratio <= DETECTABLE:
-        sentence = (f"{sa} and {sb} show no detectable difference in {what}: the difference, "
-                    f"{diff:+{fmt}}, is within {DETECTABLE:g} standard errors ({se:{fmt}}) of zero")
-        return Comparison(diff, se, "no detectable difference", sentence)
-    verdict = "higher" if diff > 0 else "lower"
-    sentence = (f"{sa} is {verdict} than {sb} in {what} by {abs(diff):{fmt}}, "
-                f"{ratio:.1f} standard errors ({se:{fmt}}) of the difference")
-    return Comparison(diff, se, verdict, sentence)
+    return say(judge(a, b), a, b, name_a, name_b, what, fmt, unit)
 
 
 def shape(points: dict, x_name: str, what: str = "test accuracy", paper: str = "", fmt: str = ".3f",
           min_seeds: int = 3) -> str:
-    """What a sweep (``{x: per-seed values}``) shows about the shape of a curve, in words.
+    """What a sweep (``{x: per-seed values or per-seed results}``) shows about the shape of a curve, in words.
 
     A shape claim ("rises then falls", "saturates") needs at least ``min_seeds`` seeds at every
     point (and a standard-error band in the figure). With fewer, the sentence lists the points,
     says that they cannot show a shape, and states ``paper`` as what the paper found. With
-    enough, it names the point with the highest mean and :func:`compare` s it with the smallest
-    and the largest ``x``, so "rises then falls" is said only when both differences are detectable.
+    enough, it names the point with the highest mean and judges it against the smallest and the
+    largest ``x`` by the book's rule (:func:`compare`; paired when the points are results), so
+    "rises then falls" is said only when both differences are detectable.
     """
     if len(points) < 2:
         raise ValueError(f"a shape needs at least two points, got {len(points)}")
     xs = sorted(points)
-    vals = {x: _values(points[x]) for x in xs}
+    vals = {x: accuracies(points[x]) for x in xs}
     listed = ", ".join(f"{x_name} = {x}: {vals[x].mean():{fmt}}" for x in xs)
     found = f" The paper found {paper}." if paper else ""
     fewest = min(v.size for v in vals.values())
@@ -170,8 +111,9 @@ def shape(points: dict, x_name: str, what: str = "test accuracy", paper: str = "
     parts = [f"{what} by {x_name}: {listed}; the highest mean is at {x_name} = {best}"]
     for end in dict.fromkeys((xs[0], xs[-1])):
         if end != best:
-            c = compare(vals[best], vals[end], f"{x_name} = {best}", f"{x_name} = {end}", what, fmt)
+            c = judge(points[best], points[end])
             parts.append(f"against {x_name} = {end}: " + (
                 "no detectable difference" if c.verdict == "no detectable difference"
-                else f"{c.verdict} by {abs(c.diff):{fmt}} ({abs(c.diff) / c.se:.1f} standard errors)"))
+                else c.verdict if c.verdict == "cannot judge"
+                else f"{c.verdict} by {abs(c.diff):{fmt}} (95% interval {c.low:+{fmt}} to {c.high:+{fmt}})"))
     return "; ".join(parts) + "." + found

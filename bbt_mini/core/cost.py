@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .stats import how, judge
+
 # Assumed prices, US$ per 1,000,000 input tokens (illustrative, not any provider's quote).
 PRICES = {
     "small hosted model ($0.10 / M tokens)": 0.10,
@@ -80,21 +82,35 @@ def accuracy_by_budget(results: list, key: str = "test_accuracy") -> dict:
     return dict(sorted(by_budget.items()))
 
 
-def gain_from(tuned: dict, reference, task: str, name: str = "BBT", other: str = "the manual prompt"):
-    """The smallest budget from which ``name`` beats ``other`` beyond the noise, and the sentence.
+def results_by_budget(results: list) -> dict:
+    """``{budget: [per-run test entry]}`` from runs made with the same ``test_at`` budgets (one per seed).
 
-    ``tuned``: ``{budget: per-seed test accuracy}`` (:func:`accuracy_by_budget`); ``reference``:
-    the other method's accuracy (one number, or per-seed values). At each budget the two are
-    compared with :func:`bbt_mini.book.notebook.compare` (beyond 2 standard errors of the
-    difference); the answer is the smallest budget from which *every* larger budget shown is
-    also beyond them, or ``None`` when the last budget is not. Returns ``(budget or None,
-    {budget: Comparison}, sentence)``.
+    Each entry is the run's ``test_at`` entry with the run's seed, method and test labels added,
+    so that :func:`bbt_mini.core.stats.judge` can pair it by test sentence with another result.
     """
-    from ..book.notebook import compare
+    accuracy_by_budget(results)  # the same checks: every run has test_at, all at the same budgets
+    by_budget: dict = {}
+    for r in results:
+        for entry in r["test_at"]:
+            extra = {k: r[k] for k in ("method", "seed", "test_labels") if k in r}
+            by_budget.setdefault(entry["budget"], []).append({**extra, **entry})
+    return dict(sorted(by_budget.items()))
 
+
+def gain_from(tuned: dict, reference, task: str, name: str = "BBT", other: str = "the manual prompt"):
+    """The smallest budget from which ``name`` is detectably above ``other``, and the sentence.
+
+    ``tuned``: ``{budget: per-seed results}`` (:func:`results_by_budget`: paired by test sentence)
+    or ``{budget: per-seed test accuracy}`` (:func:`accuracy_by_budget`: Welch); ``reference``:
+    the other method (one result or one number for a fixed reference such as the manual prompt,
+    or per-seed results or numbers). At each budget the two are judged by the book's verdict
+    rule (:func:`bbt_mini.core.stats.judge`, two-sided at 5%); the answer is the smallest budget
+    from which *every* larger budget shown is also "higher", or ``None`` when the last budget is
+    not. Returns ``(budget or None, {budget: Comparison}, sentence)``.
+    """
     if not tuned:
         raise ValueError("no budgets given")
-    comps = {b: compare(tuned[b], reference, name, other) for b in sorted(tuned)}
+    comps = {b: judge(tuned[b], reference) for b in sorted(tuned)}
     budgets = list(comps)
     since = None
     for b in reversed(budgets):
@@ -102,19 +118,21 @@ def gain_from(tuned: dict, reference, task: str, name: str = "BBT", other: str =
             break
         since = b
     last = budgets[-1]
+    rule = how(comps[last])
 
     def at(b):
         c = comps[b]
-        se = "no spread" if not np.isfinite(c.se) else f"standard error {c.se:.3f}"
-        return f"{b} calls: {c.diff:+.3f}, {se}"
+        if c.verdict == "cannot judge":
+            return f"{b} calls: {c.diff:+.3f}, cannot judge ({c.reason})"
+        return f"{b} calls: {c.diff:+.3f}, 95% interval {c.low:+.3f} to {c.high:+.3f}"
 
     if since is not None:
         tail = f"; {at(last)}" if last != since else ""
-        return since, comps, (f"on {task}, {name}'s gain over {other} exceeds two standard errors from "
-                              f"{since} calls on, at every budget shown from there ({at(since)}{tail})")
+        return since, comps, (f"on {task}, {name}'s gain over {other} is detectable from {since} calls on, "
+                              f"at every budget shown from there ({at(since)}{tail}; {rule})")
     earlier = [b for b in budgets if comps[b].verdict == "higher"]
-    also = (f"; it did at {', '.join(map(str, earlier))} calls, but not at every larger budget"
+    also = (f"; it was at {', '.join(map(str, earlier))} calls, but not at every larger budget"
             if earlier else "")
-    below = f", where {name} is below {other} beyond the noise" if comps[last].verdict == "lower" else ""
-    return None, comps, (f"on {task}, {name}'s gain over {other} does not exceed two standard errors at "
-                         f"the last budget shown ({at(last)}){below}{also}")
+    below = f", where {name} is detectably below {other}" if comps[last].verdict == "lower" else ""
+    return None, comps, (f"on {task}, {name}'s gain over {other} is not detectable at the last budget "
+                         f"shown ({at(last)}; {rule}){below}{also}")

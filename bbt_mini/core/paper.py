@@ -106,19 +106,30 @@ def paper_number(task: str, method_row: str) -> tuple[str | None, float | None]:
 
 
 def per_seed(rule, what: str = "test score (%)", fmt: str = ".2f"):
-    """A verdict over lists of results, from a rule over per-seed numbers (``bbt_mini.book.notebook.compare``'s
-    form: ``rule(a_values, b_values_or_one_number, name_a, name_b, what=, fmt=)``).
+    """A verdict over lists of results, from the book's rule (``bbt_mini.book.notebook.compare``'s
+    form: ``rule(a, b, name_a, name_b, what=, fmt=)``, where a side is a list of results, one result
+    for a fixed reference, or numbers).
 
-    The numbers are :func:`score` s; a side of a method in :data:`NO_TRAINING` whose seeds all score the same
-    is passed as one number (a fixed reference)."""
-    def side(results: list):
+    Where every result records its test answers and the task is scored by accuracy, the rule gets
+    the results themselves, so it pairs them by test sentence and seed (the test set's noise is
+    counted); a side of a method in :data:`NO_TRAINING` whose seeds all answer alike is passed as
+    one result (a fixed reference). Otherwise (F1 tasks, results without answers) it gets the
+    per-seed :func:`score` s and judges them unpaired."""
+    def pairable(results: list) -> bool:
+        return all("test_answers" in r and "test_f1" not in r for r in results)
+
+    def side(results: list, as_results: bool):
+        fixed = all(r["method"] in NO_TRAINING for r in results)
+        if as_results:
+            same = len({tuple(r["test_answers"]) for r in results}) == 1
+            return results[0] if fixed and same else results
         values = [score(r) for r in results]
-        if all(r["method"] in NO_TRAINING for r in results) and len(set(values)) == 1:
-            return values[0]
-        return values
+        return values[0] if fixed and len(set(values)) == 1 else values
 
     def verdict(a: list, b: list, name_a: str, name_b: str):
-        return rule(side(a), side(b), name_a, name_b, what=what, fmt=fmt)
+        if pairable(a) and pairable(b):
+            return rule(side(a, True), side(b, True), name_a, name_b, what="test accuracy", fmt=".3f")
+        return rule(side(a, False), side(b, False), name_a, name_b, what=what, fmt=fmt)
 
     return verdict
 

@@ -15,6 +15,7 @@ leaves them out.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 from pathlib import Path
@@ -59,11 +60,24 @@ def differences(mine: dict, theirs: dict) -> list[str]:
     return out
 
 
-def test_fields(setup, scores: dict) -> dict:
-    """The test score under the task's metric: accuracy, and F1 where the task reports it."""
+def test_set_id(examples: list) -> str:
+    """A short hash of a test set's examples (texts and labels): two results pair only if theirs agree."""
+    text = json.dumps(examples, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_fields(setup, scores: dict, labels: bool = True) -> dict:
+    """The test score under the task's metric (accuracy, and F1 where the task reports it), and per sentence
+    the class answered (``test_answers``), with the test set's hash (``test_set``) and, if ``labels``, its
+    labels (``test_labels``): enough to pair two results sentence by sentence (:mod:`bbt_mini.core.stats`)."""
     out = {"test_accuracy": scores["accuracy"]}
     if setup.task.metric == "f1":
         out["test_f1"] = scores["f1"]
+    if "answers" in scores:
+        out["test_answers"] = [int(a) for a in scores["answers"]]
+        out["test_set"] = test_set_id(setup.split.test)
+        if labels:
+            out["test_labels"] = [int(y) for y in setup.test.labels]
     return out
 
 

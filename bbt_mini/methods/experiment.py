@@ -55,8 +55,8 @@ def texts_for(task: Task, verbalizer: Verbalizer, examples: list, service, place
 
 
 def scores(logits: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy and (binary tasks) F1 of one candidate's logits (B, C)."""
-    out = {"accuracy": float(accuracy(logits[None], labels)[0])}
+    """Accuracy, (binary tasks) F1 and the answered class of each example, from one candidate's logits (B, C)."""
+    out = {"accuracy": float(accuracy(logits[None], labels)[0]), "answers": np.asarray(logits).argmax(-1).tolist()}
     if logits.shape[-1] == 2:
         out["f1"] = float(f1(logits[None], labels)[0])
     return out

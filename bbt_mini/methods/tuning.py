@@ -101,7 +101,7 @@ class Run:
                 best_dev, prompt, best_calls = acc, incumbent, self.calls
         scores = evaluate(self.setup.service, self.setup.test, incumbent if prompt is None else prompt)
         return {"budget": budget, "calls": self.calls, "best_dev_acc": best_dev, "best_dev_calls": best_calls,
-                **test_fields(self.setup, scores), "test_loss": scores["loss"],
+                **test_fields(self.setup, scores, labels=False), "test_loss": scores["loss"],
                 "seconds": time.perf_counter() - t0}  # spent on this side test (inside the run's wall_s)
 
     def check_dev(self) -> float:

@@ -1,0 +1,341 @@
+"""The book's one verdict rule: is a measured difference more than noise?
+
+Read :func:`judge` first. Two methods are compared on a number such as test accuracy,
+measured over a few seeds (3 in the small profile). Two kinds of noise move that number:
+
+* **seeds**: another seed draws another training split, projection and search, so another
+  prompt; the spread of the per-seed numbers shows it;
+* **test sentences**: the test set is a sample of 300 sentences (small profile), the same
+  for every seed and every method. The per-seed spread cannot show this part (every seed
+  sees the same sentences), yet it is what makes a tuned method against the manual prompt
+  uncertain: about 0.027 in accuracy at 300 sentences.
+
+When both sides are results that record, per test sentence, which label they answered
+(``test_answers``; every result of :mod:`bbt_mini.core.results` does), the comparison is
+**paired** sentence by sentence. With ``C[s, j]`` = 1 if seed ``s`` answered sentence ``j``
+correctly, the difference is ``D = mean(C_a) - mean(C_b)`` and its variance has two parts:
+
+* seeds: ``s_a^2 / n_a + s_b^2 / n_b``, where ``s^2`` is the sample variance (ddof=1) of a
+  side's per-seed accuracies; a fixed reference (one result given alone, such as the manual
+  prompt, which has no seed) has none. (It also holds the seeds' sentence-level flips, which
+  the sentence part counts again: a small, conservative double count.)
+* sentences: ``S_d^2 / N``, the variance over sentences of the per-sentence difference
+  ``d_j = mean_s C_a[s, j] - mean_s C_b[s, j]``. Sentences both sides get right or both get
+  wrong add nothing (that is the pairing); this is where the manual prompt's test-set noise enters.
+
+``t = D / sqrt(V)`` is referred to Student's t with the Welch-Satterthwaite degrees of freedom
+of those parts (``n - 1`` for each seed part, ``N - 1`` for the sentence part), two-sided at
+``ALPHA`` = 5%. With only per-seed numbers (nothing to pair) the same formula keeps only its
+seed parts, each the plain sample variance: that is Welch's t-test. A verdict is "higher",
+"lower", "no detectable difference", or "cannot judge" with the reason (one run on each side,
+or seeds that agree exactly, leave no spread to judge by).
+
+Why Student's t and not two standard errors, or a bootstrap that resamples seeds: with 3 seeds
+a spread is estimated from 2 degrees of freedom, and a rule that treats it as known (2 standard
+errors) or resamples 3 numbers (whose bootstrap variance is (n-1)/n of the sample's) calls a
+true null a difference more often than 5% of the time; ``tests/test_stats.py`` measures this
+rule and the old 2-SE rule on simulated nulls.
+
+Results on different test sets cannot be paired: :func:`correctness` refuses them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ALPHA = 0.05  # two-sided level of every verdict
+VERDICTS = ("higher", "lower", "no detectable difference", "cannot judge")
+
+
+# ------------------------------------------------------------------ Student's t, without scipy
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz's method)."""
+    tiny, eps = 1e-300, 1e-14
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function ``I_x(a, b)``."""
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x must lie in [0, 1], got {x}")
+    if x in (0.0, 1.0):
+        return x
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_pvalue(t: float, df: float) -> float:
+    """Two-sided p-value of ``t`` under Student's t with ``df`` degrees of freedom (``inf``: normal)."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if math.isinf(df):
+        return math.erfc(abs(t) / math.sqrt(2.0))
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_critical(df: float, alpha: float = ALPHA) -> float:
+    """The ``t`` whose two-sided p-value is ``alpha`` (1.960 for ``df = inf``, 4.303 for 2)."""
+    lo, hi = 0.0, 1.0
+    while t_pvalue(hi, df) > alpha:
+        hi *= 2.0
+    for _ in range(100):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if t_pvalue(mid, df) > alpha else (lo, mid)
+    return (lo + hi) / 2.0
+
+
+# ------------------------------------------------------------------ what a side of a comparison is
+
+def correctness(results) -> tuple[np.ndarray, str]:
+    """``(C, test set)``: one row per result, 1 where it answered a test sentence correctly.
+
+    Every result must record ``test_answers``, ``test_labels`` and ``test_set`` (the hash of
+    its test sentences and labels), and all must share one test set; its ``test_accuracy``
+    must be the mean of its row (a check that answers and score belong together).
+    """
+    rows, sets = [], set()
+    for r in results:
+        missing = [k for k in ("test_answers", "test_labels", "test_set") if k not in r]
+        if missing:
+            raise ValueError(f"a result of {r.get('method', '?')} (seed {r.get('seed', '?')}) lacks {missing}: "
+                             "it cannot be paired by test sentence; rerun it with this version of bbt_mini")
+        answers, labels = np.asarray(r["test_answers"]), np.asarray(r["test_labels"])
+        if answers.shape != labels.shape or answers.ndim != 1 or answers.size == 0:
+            raise ValueError(f"test_answers ({answers.shape}) and test_labels ({labels.shape}) must be one "
+                             "equal-length, non-empty list each")
+        row = (answers == labels).astype(float)
+        if "test_accuracy" in r and abs(row.mean() - r["test_accuracy"]) > 1e-9:
+            raise ValueError(f"test_answers give accuracy {row.mean():.6f} but the result says "
+                             f"{r['test_accuracy']:.6f}: answers and score do not belong together")
+        rows.append(row)
+        sets.add(r["test_set"])
+    if not rows:
+        raise ValueError("no results given")
+    if len(sets) > 1:
+        raise ValueError(f"these results were scored on different test sets ({sorted(sets)}); "
+                         "a paired comparison needs the same test sentences on both sides")
+    return np.stack(rows), sets.pop()
+
+
+def is_result(x) -> bool:
+    return isinstance(x, dict)
+
+
+def is_results(x) -> bool:
+    """A non-empty list or tuple of result dicts (per-seed results)."""
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(r, dict) for r in x)
+
+
+def values(x) -> np.ndarray:
+    """Per-seed numbers as a 1-d float array (refused: empty, nested or not finite)."""
+    v = np.atleast_1d(np.asarray(x, dtype=float))
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"expected one number or a non-empty list of per-seed numbers, got {x!r}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"per-seed numbers must be finite, got {v.tolist()}")
+    return v
+
+
+def accuracies(x, key: str = "test_accuracy") -> np.ndarray:
+    """Per-seed numbers from numbers, a list of results or one result (its ``key``)."""
+    if is_result(x):
+        return values(x[key])
+    if is_results(x):
+        return values([r[key] for r in x])
+    return values(x)
+
+
+# ------------------------------------------------------------------ the rule
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of :func:`judge`: the difference, its 95% interval, the p-value and the verdict.
+
+    ``rule`` says how it was judged: ``"paired"`` (by test sentence and seed) or ``"welch"``
+    (per-seed numbers only); ``reason`` says why a comparison is "cannot judge". ``sentence``
+    is filled in by :func:`say` (and :func:`bbt_mini.book.notebook.compare`).
+    """
+
+    diff: float  # mean of a minus mean of b
+    se: float  # standard error of diff (nan: cannot judge)
+    low: float  # 95% interval of diff (nan: cannot judge)
+    high: float
+    p: float  # two-sided p-value (nan: cannot judge)
+    df: float  # Welch-Satterthwaite degrees of freedom
+    verdict: str
+    rule: str
+    n_a: int
+    n_b: int | None  # None: b is a fixed reference
+    sentences: int | None = None  # test sentences paired (None: Welch)
+    reason: str = ""
+    sentence: str = ""
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+def _satterthwaite(parts: list[tuple[float, float]]) -> float:
+    """Degrees of freedom of a sum of variance estimates ``[(variance, its df)]``."""
+    total = sum(v for v, _ in parts)
+    denom = sum(v * v / df for v, df in parts if v > 0 and df > 0)
+    return total * total / denom if denom > 0 else math.inf
+
+
+def _seed_variance(C: np.ndarray) -> float:
+    """The sample variance (ddof=1) of the per-seed accuracies (the rows' means)."""
+    return float(C.mean(1).var(ddof=1))
+
+
+def _decide(diff: float, parts: list, rule: str, n_a: int, n_b, sentences=None, alpha: float = ALPHA) -> Comparison:
+    var = sum(v for v, _ in parts)
+    if var <= 0:
+        if diff == 0 and sentences is not None:  # the same answer on every sentence
+            return Comparison(0.0, 0.0, 0.0, 0.0, 1.0, math.inf, "no detectable difference", rule, n_a, n_b, sentences)
+        return Comparison(diff, math.nan, math.nan, math.nan, math.nan, math.nan, "cannot judge", rule, n_a, n_b,
+                          sentences, "the seeds agree exactly, which gives no scale")
+    se = math.sqrt(var)
+    df = _satterthwaite(parts)
+    half = t_critical(df, alpha) * se
+    p = t_pvalue(diff / se, df)
+    verdict = "no detectable difference" if p >= alpha else ("higher" if diff > 0 else "lower")
+    return Comparison(diff, se, diff - half, diff + half, p, df, verdict, rule, n_a, n_b, sentences)
+
+
+def paired(a, b, alpha: float = ALPHA) -> Comparison:
+    """The rule for results: ``a`` per-seed results (a list) or one; ``b`` a list, or one result (fixed).
+
+    A side given as one result dict is a fixed reference (no seed: the manual prompt); a side
+    given as a list is per-seed results, whose seed spread is estimated (a list of one borrows
+    the other side's, and with one run on each side there is no seed spread to judge by).
+    """
+    a_fixed, b_fixed = is_result(a), is_result(b)
+    if a_fixed and b_fixed:
+        raise ValueError("at most one side can be a fixed reference (one result dict); give a's per-seed results")
+    Ca, set_a = correctness([a] if a_fixed else a)
+    Cb, set_b = correctness([b] if b_fixed else b)
+    if set_a != set_b or Ca.shape[1] != Cb.shape[1]:
+        raise ValueError(f"the two sides were scored on different test sets ({set_a} against {set_b}); "
+                         "a paired comparison needs the same test sentences on both sides")
+    N = Ca.shape[1]
+    n_a, n_b = len(Ca), (None if b_fixed else len(Cb))
+    diff = float(Ca.mean() - Cb.mean())
+    d = Ca.mean(0) - Cb.mean(0)
+    parts = [(float(d.var(ddof=1)) / N if N > 1 else 0.0, N - 1)]
+    sides = [(Ca, a_fixed), (Cb, b_fixed)]
+    known = [(_seed_variance(C), len(C) - 1) for C, fixed in sides if not fixed and len(C) > 1]
+    single = [C for C, fixed in sides if not fixed and len(C) == 1]
+    if single and not known:
+        r = ("one run on each side gives no spread across seeds" if len(single) == 2
+             else "a single run against a fixed reference gives no spread across seeds")
+        return Comparison(diff, math.nan, math.nan, math.nan, math.nan, math.nan, "cannot judge", "paired",
+                          n_a, n_b, N, r)
+    for C, fixed in sides:
+        if fixed:
+            continue
+        if len(C) > 1:
+            parts.append((_seed_variance(C) / len(C), len(C) - 1))
+        else:  # one run: assume it varies across seeds as much as the other side
+            parts.append((known[0][0], known[0][1]))
+    return _decide(diff, parts, "paired", n_a, n_b, N, alpha)
+
+
+def welch(a, b, alpha: float = ALPHA) -> Comparison:
+    """The rule for plain numbers: Welch's t on per-seed values; ``b`` one number is a fixed reference.
+
+    A side with one value borrows the other side's variance (it is assumed to vary as much);
+    with one value on each side, or one against a fixed number, there is no spread to judge by.
+    """
+    b_fixed = np.ndim(b) == 0 and not isinstance(b, (list, tuple))
+    if b_fixed and np.ndim(a) == 0 and not isinstance(a, (list, tuple)):
+        raise ValueError("at most one side of a comparison can be a fixed reference; give a's per-seed values")
+    va, vb = values(a), values(b)
+    n_a, n_b = va.size, (None if b_fixed else vb.size)
+    diff = float(va.mean() - vb.mean())
+    sides = [(va, False), (vb, b_fixed)]
+    known = [(float(v.var(ddof=1)), v.size - 1) for v, fixed in sides if not fixed and v.size > 1]
+    if not known:
+        r = ("a single run against a fixed reference gives no spread" if b_fixed
+             else "one run on each side gives no spread")
+        return Comparison(diff, math.nan, math.nan, math.nan, math.nan, math.nan, "cannot judge", "welch",
+                          n_a, n_b, None, r)
+    parts = []
+    for v, fixed in sides:
+        if fixed:
+            continue
+        parts.append((float(v.var(ddof=1)) / v.size, v.size - 1) if v.size > 1 else (known[0][0] / v.size, known[0][1]))
+    return _decide(diff, parts, "welch", n_a, n_b, None, alpha)
+
+
+def judge(a, b, alpha: float = ALPHA) -> Comparison:
+    """The verdict on ``mean(a) - mean(b)``: paired when both sides are results, Welch otherwise.
+
+    ``a``, ``b``: per-seed results (lists of result dicts), one result dict (a fixed reference),
+    per-seed numbers (lists), or one number (a fixed reference). Results on one side and
+    numbers on the other are judged by Welch on the results' test accuracies.
+    """
+    if (is_result(a) or is_results(a)) and (is_result(b) or is_results(b)):
+        return paired(a, b, alpha)
+    if is_result(a) or is_results(a):
+        a = accuracies(a).tolist()
+    if is_result(b) or is_results(b):
+        b = float(accuracies(b)[0]) if is_result(b) else accuracies(b).tolist()
+    return welch(a, b, alpha)
+
+
+# ------------------------------------------------------------------ in words
+
+def _summary(v: np.ndarray, n, fmt: str, unit: str) -> str:
+    if n is None:
+        return f"{v.mean():{fmt}}"
+    if v.size == 1:
+        return f"{v[0]:{fmt}}, one run"
+    return f"{v.mean():{fmt}} ± {v.std(ddof=1):{fmt}} over {v.size} {unit}"
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def how(c: Comparison, unit: str = "seeds") -> str:
+    """How a comparison was judged, in a few words (the rule's name and what it paired)."""
+    if c.rule == "paired":
+        seeds = "" if c.n_b is None and c.n_a == 1 else f" and {unit}"
+        return f"paired over {c.sentences} test sentences{seeds}"
+    return f"Welch's t over {unit}, nothing paired"
+
+
+def say(c: Comparison, a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: str = ".3f",
+        unit: str = "seeds") -> Comparison:
+    """``c`` with its sentence: both sides' numbers, the difference, its interval, p and the verdict."""
+    va = accuracies(a) if (is_result(a) or is_results(a)) else values(a)
+    vb = accuracies(b) if (is_result(b) or is_results(b)) else values(b)
+    sa = f"{name_a} ({_summary(va, c.n_a, fmt, unit)})"
+    sb = f"{name_b} ({_summary(vb, c.n_b, fmt, unit)})"
+    if c.verdict == "cannot judge":
+        text = (f"{sa} against {sb}: a difference of {c.diff:+{fmt}} in {what}, but {c.reason} to judge it "
+                f"by, so this cannot say whether it is more than noise")
+    else:
+        detail = f"95% interval {c.low:+{fmt}} to {c.high:+{fmt}}, {_p(c.p)}; {how(c, unit)}"
+        if c.verdict == "no detectable difference":
+            text = f"{sa} and {sb} show no detectable difference in {what}: {c.diff:+{fmt}} ({detail})"
+        else:
+            text = f"{sa} is {c.verdict} than {sb} in {what} by {abs(c.diff):{fmt}} ({detail})"
+    return Comparison(**{**c.__dict__, "sentence": text})
