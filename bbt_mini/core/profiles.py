@@ -6,14 +6,16 @@ experiment in the book has four sizes:
 * ``ci``: the smallest sizes that still run every step of every chapter (a few calls, a
   few examples): CI executes the chapters in it to prove they run. Its numbers mean
   nothing; chapters say so. A separate test checks BBT's effect in ``small``.
-* ``small``: what a laptop or CI runner with 2 CPU cores finishes in minutes. The
-  numbers are real runs of the real method, just fewer calls, fewer shots and
-  shorter prompts. Chapters label them as small.
-* ``colab``: what a free Colab GPU (a T4) finishes in at most 15 minutes per chapter:
-  the papers' prompt length, intrinsic dimension, population and shots, a quarter of
-  their calls. The default on a GPU.
-* ``full``: the papers' settings (Sun et al., 2022a, Table 2): hours per chapter on a
-  T4, for those who choose it.
+* ``small``: sized for a laptop or CI runner with 2 CPU cores. The numbers are real
+  runs of the real method, just fewer calls, fewer shots and shorter prompts. Chapters
+  label them as small.
+* ``colab``: sized for a free Colab GPU (a T4): the papers' prompt length, intrinsic
+  dimension, population and shots, a quarter of their calls. The default on a GPU.
+* ``full``: the papers' settings (Sun et al., 2022a, Table 2), for those who choose it.
+
+How long a chapter takes in each profile is measured, not promised here: the README's
+table "Measured chapter times" is the one place (each chapter also prints its own
+estimate on the running device).
 
 Choose with the environment variable ``BBT_PROFILE`` or the ``name`` argument; by
 default ``colab`` when a CUDA GPU is present, otherwise ``small``. Settings that differ
@@ -42,7 +44,7 @@ class Profile:
     intrinsic_dim: int  # d: size of z (paper: 500)
     popsize: int  # CMA-ES population = API calls per generation (paper: 20)
     budget: int  # API calls for one tuning run (paper: 8,000)
-    sigma0: float  # CMA-ES initial step size (later BBT code: 1)
+    sigma0: float  # CMA-ES initial step size (bbt.py from commit 3e922bc on: 1; ICML-era code: 0.5)
     k_shot: int  # training examples per class (paper: 16); dev gets as many again
     eval_every: int  # API calls between dev evaluations (paper: 100)
     test_size: int | None  # test examples (None: the whole test set)
@@ -81,7 +83,7 @@ class Profile:
 
 
 PROFILES = {
-    # Proves that each chapter executes (0.5-2 minutes each on 2 float32 CPU cores): not an experiment.
+    # Proves that each chapter executes (times: the README's measured table): not an experiment.
     "ci": Profile(
         name="ci",
         prompt_length=4,
@@ -97,10 +99,9 @@ PROFILES = {
         sampler="normal",
         alpha=1.0,
     ),
-    # Calibrated on 2 CPU cores with SmolLM2-135M on Rotten Tomatoes (3 seeds each, 300 test
-    # sentences; manual prompt 0.667): about 0.5 s per call of 16 sentences. At L=10, d=100,
-    # population 10, the best-dev prompt was found within 100 calls on every seed
-    # (test 0.707 +- 0.007 with the normal sampler; 0.67 with the uniform one).
+    # Sized for 2 CPU cores with SmolLM2-135M on Rotten Tomatoes (300 test sentences, 16
+    # training sentences per call). What BBT gains at these sizes is measured by chapter 3
+    # and tests/test_effect.py, not recorded here.
     "small": Profile(
         name="small",
         prompt_length=10,
@@ -116,11 +117,8 @@ PROFILES = {
         sampler="normal",
         alpha=1.0,
     ),
-    # A free Colab T4 in at most 15 minutes per chapter (estimated from FLOP rates and the
-    # H100 timings in results/gpu/ until a T4 run is recorded): the papers' L, d, population
-    # and shots; 2,000 calls, where the calibration runs first saw BBT clear the manual prompt
-    # (shared calibration: 0.774 +- 0.015 at 2,000 calls vs 0.751, L = 10, d = 100, normal A);
-    # BBTv2's normal A, as in those runs (chapter 5 compares it with the uniform one).
+    # A free Colab T4 (times: the README's measured table): the papers' L, d, population and
+    # shots; 2,000 calls, a quarter of the papers'.
     "colab": Profile(
         name="colab",
         prompt_length=50,
@@ -216,7 +214,9 @@ def default_dtype(device: torch.device, dtype: str | torch.dtype | None = None) 
     CUDA: bf16 on GPUs with native bf16, float16 on older ones (:func:`gpu_dtype`). CPU:
     bf16 where the processor has bf16 dot-product instructions (AVX512-BF16/AMX), float32
     elsewhere. Override with the argument or ``$BBT_DTYPE`` (``float32``, ``bfloat16`` or
-    ``float16``). The book's appendix checks that the fast format does not change the outcome.
+    ``float16``). The book's appendix ("Does bf16 change the outcome?") measures the test
+    accuracies in both formats where this machine picks bf16; on a CPU without bf16 there is
+    one format and nothing to compare.
     """
     dtype = dtype or os.environ.get(DTYPE_ENV)
     if isinstance(dtype, torch.dtype):
