@@ -177,3 +177,36 @@ def test_shape_takes_per_seed_results_and_pairs_them():
                   25: [res(78), res(80), res(79)]}, "L")
     assert "L = 10: 0.800" in text and "against L = 3: higher by 0.200" in text
     assert "against L = 25: no detectable difference" in text
+
+
+def test_plain_log_ticks_label_a_log_budget_axis_with_plain_numbers():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bbt_mini.book.notebook import plain_log_ticks
+
+    fig, ax = plt.subplots()
+    ax.plot([10, 30, 40, 100, 2000], [0.5, 0.6, 0.6, 0.7, 0.8])
+    ax.set_xscale("log")
+    plain_log_ticks(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["10", "30", "40", "100", "2,000"]
+    assert not any("10^" in t or "times" in t for t in labels)
+    plt.close(fig)
+
+
+def test_against_prediction_says_which_happened_and_never_counts_a_null_as_confirmation():
+    from bbt_mini.book.notebook import against_prediction
+
+    higher = compare([0.70, 0.71, 0.72], [0.60, 0.61, 0.62], "a", "b")
+    null = compare([0.70, 0.60, 0.65], [0.66, 0.64, 0.65], "a", "b")
+    assert against_prediction(higher, "higher") == "as predicted"
+    assert against_prediction(higher, "lower") == "against the prediction"
+    assert against_prediction(null, "higher") == "against the prediction"
+    assert "cannot confirm" in against_prediction(null, "no detectable difference")
+    assert "no verdict" in against_prediction(compare([0.7], [0.6], "a", "b"), "higher")
+    with pytest.raises(ValueError, match="predicted must be"):
+        against_prediction(higher, "better")

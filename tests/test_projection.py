@@ -144,3 +144,18 @@ def test_pretrained_p0_tunes_once_then_reads_the_prompt_back(tmp_path_factory, m
     assert prompt.shape == (4, 32)  # the ci profile's L, the tiny model's hidden size
     start = tiny_lm(folder).embed(torch.arange(1000, 1004)).detach().numpy()
     assert not np.allclose(prompt, start)  # the gradient steps moved it off its start
+
+
+def test_bbt_normal_sampler_has_std_one_over_d_needs_no_statistics_and_is_normal():
+    """BBT's own normal option: entries N(0, (1/d)^2), so (A z)_i has std sigma0 / sqrt(d) for z ~ N(0, sigma0^2 I)."""
+    rng = np.random.default_rng(4)
+    d = 400
+    A = make_A("normal-bbt", 3000, d, rng)  # no sigma_hat: it ignores the model
+    assert abs(A.std() * d - 1) < 0.01 and abs(A.mean()) < 0.01 / d
+    assert abs(np.mean(np.abs(A) > 1.8 / d) - 0.072) < 0.005  # a normal's tail, not a uniform's (0 there)
+    Az = A @ rng.standard_normal((d, 200))
+    assert abs(Az.std() * math.sqrt(d) - 1) < 0.03
+    uniform = make_A("uniform", 3000, d, rng)
+    assert abs(uniform.std() / A.std() - math.sqrt(d / 3)) < 0.1  # sqrt(d / 3) times smaller than BBT's uniform
+    np.testing.assert_array_equal(make_A("normal-bbt", 50, 10, np.random.default_rng(5)),
+                                  make_A("normal-bbt", 50, 10, np.random.default_rng(5)))

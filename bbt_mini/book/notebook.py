@@ -35,10 +35,9 @@ def glue(name: str, value, display: bool = False) -> None:
 def describe(profile) -> str:
     """One line saying which profile the numbers below come from."""
     label = {"ci": "CI (a few calls and examples: proves the chapter runs; its numbers mean nothing)",
-             "small": "SMALL (2 CPU cores, minutes; fewer calls, shots and prompt tokens than the papers)",
-             "colab": "COLAB (a free Colab GPU, sized for at most 15 minutes a chapter; the papers' L, d "
-                      "and shots, fewer calls)",
-             "full": "FULL (the papers' settings; hours a chapter on a T4)"}.get(profile.name, profile.name)
+             "small": "SMALL (sized for 2 CPU cores; fewer calls, shots and prompt tokens than the papers)",
+             "colab": "COLAB (sized for a free Colab GPU; the papers' L, d and shots, fewer calls)",
+             "full": "FULL (the papers' settings)"}.get(profile.name, profile.name)
     return (f"profile: {label}\n  L={profile.prompt_length}, d={profile.intrinsic_dim}, population={profile.popsize}, "
             f"budget={profile.budget} calls, k={profile.k_shot} per class, "
             f"test={'all' if profile.test_size is None else profile.test_size} examples, seeds={list(profile.seeds)}")
@@ -117,3 +116,39 @@ def shape(points: dict, x_name: str, what: str = "test accuracy", paper: str = "
                 else c.verdict if c.verdict == "cannot judge"
                 else f"{c.verdict} by {abs(c.diff):{fmt}} (95% interval {c.low:+{fmt}} to {c.high:+{fmt}})"))
     return "; ".join(parts) + "." + found
+
+
+def plain_log_ticks(ax, axis: str = "x", at_data: bool = True) -> None:
+    """Label a logarithmic axis with plain numbers (30, 100, 2,000), not matplotlib's 3x10^1.
+
+    ``at_data``: with at most 12 distinct plotted values (budgets, shots), put a tick at each.
+    """
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:.2g}"))
+    target.set_minor_formatter(NullFormatter())
+    values = sorted({float(v) for line in ax.get_lines()
+                     for v in (line.get_xdata() if axis == "x" else line.get_ydata())
+                     if np.isfinite(v) and v > 0})
+    if at_data and 0 < len(values) <= 12:  # few budgets: a tick at each, so every one is read as a number
+        (ax.set_xticks if axis == "x" else ax.set_yticks)(values)
+
+
+def against_prediction(comparison, predicted: str) -> str:
+    """Whether ``comparison`` (from :func:`compare`) came out as ``predicted`` before the run.
+
+    ``predicted``: "higher", "lower" or "no detectable difference" (the first side against the
+    second). A null where a difference was predicted is said to count against the prediction;
+    a null that was predicted is said to be consistent with it, not to confirm it.
+    """
+    outcomes = ("higher", "lower", "no detectable difference")
+    if predicted not in outcomes:
+        raise ValueError(f"predicted must be one of {outcomes}, got {predicted!r}")
+    verdict = comparison.verdict
+    if verdict not in outcomes:
+        return "no verdict either way (no spread to judge by)"
+    if verdict == predicted:
+        return ("consistent with the prediction (a null cannot confirm it)" if predicted == outcomes[2]
+                else "as predicted")
+    return "against the prediction"

@@ -6,14 +6,16 @@ experiment in the book has four sizes:
 * ``ci``: the smallest sizes that still run every step of every chapter (a few calls, a
   few examples): CI executes the chapters in it to prove they run. Its numbers mean
   nothing; chapters say so. A separate test checks BBT's effect in ``small``.
-* ``small``: what a laptop or CI runner with 2 CPU cores finishes in minutes. The
-  numbers are real runs of the real method, just fewer calls, fewer shots and
-  shorter prompts. Chapters label them as small.
-* ``colab``: what a free Colab GPU (a T4) finishes in at most 15 minutes per chapter:
-  the papers' prompt length, intrinsic dimension, population and shots, a quarter of
-  their calls. The default on a GPU.
-* ``full``: the papers' settings (Sun et al., 2022a, Table 2): hours per chapter on a
-  T4, for those who choose it.
+* ``small``: sized for a laptop or CI runner with 2 CPU cores. The numbers are real
+  runs of the real method, just fewer calls, fewer shots and shorter prompts. Chapters
+  label them as small.
+* ``colab``: sized for a free Colab GPU (a T4): the papers' prompt length, intrinsic
+  dimension, population and shots, a quarter of their calls. The default on a GPU.
+* ``full``: the papers' settings (Sun et al., 2022a, Table 2), for those who choose it.
+
+How long a chapter takes in each profile is measured, not promised here: the README's
+table "Measured chapter times" is the one place (each chapter also prints its own
+estimate on the running device).
 
 Choose with the environment variable ``BBT_PROFILE`` or the ``name`` argument; by
 default ``colab`` when a CUDA GPU is present, otherwise ``small``. Settings that differ
@@ -42,7 +44,7 @@ class Profile:
     intrinsic_dim: int  # d: size of z (paper: 500)
     popsize: int  # CMA-ES population = API calls per generation (paper: 20)
     budget: int  # API calls for one tuning run (paper: 8,000)
-    sigma0: float  # CMA-ES initial step size (later BBT code: 1)
+    sigma0: float  # CMA-ES initial step size (bbt.py from commit 3e922bc on: 1; ICML-era code: 0.5)
     k_shot: int  # training examples per class (paper: 16); dev gets as many again
     eval_every: int  # API calls between dev evaluations (paper: 100)
     test_size: int | None  # test examples (None: the whole test set)
@@ -75,19 +77,16 @@ FULL = Profile(name="full", prompt_length=50, intrinsic_dim=500, popsize=20, bud
                eval_every=100, test_size=None, seeds=(1, 2, 3), bbtv2_budget=8000, sampler="uniform", alpha=1.0)
 
 PROFILES = {
-    # Proves that each chapter executes (0.5-2 minutes each on 2 float32 CPU cores): not an experiment.
+    # Proves that each chapter executes (times: the README's measured table): not an experiment.
     "ci": FULL.replace(name="ci", prompt_length=4, intrinsic_dim=16, popsize=4, budget=16, k_shot=2, eval_every=8,
                        test_size=20, seeds=(1, 2), bbtv2_budget=16),
-    # Calibrated on 2 CPU cores with SmolLM2-135M on Rotten Tomatoes (3 seeds each, 300 test
-    # sentences; manual prompt 0.667): about 0.5 s per call of 16 sentences. At L=10, d=100,
-    # population 10, the best-dev prompt was found within 100 calls on every seed (test 0.67
-    # with BBT's uniform A; 0.707 +- 0.007 with BBTv2's normal one, which BBT does not use).
+    # Sized for 2 CPU cores with SmolLM2-135M on Rotten Tomatoes (300 test sentences, 16
+    # training sentences per call). What BBT gains at these sizes is measured by chapter 3
+    # and tests/test_effect.py, not recorded here.
     "small": FULL.replace(name="small", prompt_length=10, intrinsic_dim=100, popsize=10, budget=100, k_shot=8,
                           eval_every=50, test_size=300, bbtv2_budget=100),
-    # A free Colab T4 in at most 15 minutes per chapter (estimated from FLOP rates and the
-    # H100 timings in results/gpu/ until a T4 run is recorded): the papers' L, d, population
-    # and shots; 2,000 calls, where the calibration runs first saw BBT clear the manual prompt
-    # (shared calibration, with the normal A: 0.774 +- 0.015 at 2,000 calls vs 0.751, L = 10, d = 100).
+    # A free Colab T4 (times: the README's measured table): the papers' L, d, population and
+    # shots; 2,000 calls, a quarter of the papers'.
     "colab": FULL.replace(name="colab", budget=2000, test_size=1000, bbtv2_budget=2000),
     "full": FULL,
 }

@@ -17,6 +17,10 @@ Samplers for ``A``:
 * ``normal-v1`` (BBTv2, arXiv v1): ``N(mu, sigma^2)`` with ``mu = mu_hat / (d - sigma_hat^2)``
   and ``sigma = sigma_hat / sqrt(d - sigma_hat^2)`` (:func:`normal_v1`).
 
+* ``normal-bbt`` (BBT's own normal option, ``--random_proj normal`` in the authors' ICML-era
+  ``bbt.py``, e.g. commit 00ff861): ``N(0, (1/d)^2)``, a standard deviation of ``1/d``
+  (:func:`normal_bbt_A`), with no statistics of the model; chapter 5 runs it beside the others.
+
 * ``uniform-matched`` (chapter 5's control): uniform entries ``U(-b, b)`` at the normal
   sampler's standard deviation, ``b = sqrt(3) * std``: the uniform shape at the derived scale.
 
@@ -36,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLERS = ("uniform", "normal", "normal-v1", "uniform-matched")
+SAMPLERS = ("uniform", "normal", "normal-v1", "normal-bbt", "uniform-matched")
 P0_FORMS = ("tokens", "zeros", "random-tokens", "words:<text>", "file:<path.npy>")
 # p0 = the word embeddings of L real tokens, ids P0_FIRST_TOKEN.. (the authors' code): ordinary
 # vocabulary entries, past the special tokens at the start of every vocabulary, so p0 has the
@@ -52,6 +56,11 @@ def uniform_A(D: int, d: int, rng: np.random.Generator) -> np.ndarray:
     """``A`` with entries ``U(-1/sqrt(d), 1/sqrt(d))``: ``nn.Linear(d, D)``'s default init."""
     bound = 1.0 / math.sqrt(d)
     return rng.uniform(-bound, bound, size=(D, d)).astype(np.float32)
+
+
+def normal_bbt_A(D: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """``A`` with entries ``N(0, (1/d)^2)``: BBT's own normal option (a std of ``1/d``, not ``1/sqrt(d)``)."""
+    return normal_A(D, d, 1.0 / d, rng)
 
 
 def normal_std(sigma_hat: float, d: int, sigma0: float, alpha: float = 1.0) -> float:
@@ -77,6 +86,8 @@ def make_A(sampler: str, D: int, d: int, rng: np.random.Generator, *, mu_hat: fl
     """``A`` from one of :data:`SAMPLERS`; the normal ones need the statistics ``mu_hat, sigma_hat``."""
     if sampler == "uniform":
         return uniform_A(D, d, rng)
+    if sampler == "normal-bbt":
+        return normal_bbt_A(D, d, rng)
     if sigma_hat is None:
         raise ValueError(f"the {sampler!r} sampler needs sigma_hat (the std of what A z is added to)")
     if sampler == "normal":

@@ -101,8 +101,8 @@ def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm
     for task, method in itertools.product(tasks, methods):
         takes = None if method in TUNERS else BASELINE_ARGS
         mine = {k: v for k, v in swept.items() if takes is None or k in takes}
-        base = {**task_sizes(task, profile), **(paper.PAPER_SETTINGS.get(task, {}) if profile.name == "full" else {}),
-                **fixed}
+        papers = paper.PAPER_SETTINGS.get(method, {}).get(task, {}) if profile.name == "full" else {}
+        base = {**task_sizes(task, profile), **papers, **fixed}
         for point in itertools.product(*mine.values()):
             chosen = {k: v for k, v in {**base, **dict(zip(mine, point))}.items() if takes is None or k in takes}
             config = {k: v for k, v in chosen.items() if k not in RUN_ARGS}
