@@ -1,6 +1,6 @@
 """One run of one method: what the command line and the chapters call.
 
-:func:`run` prepares a task, a model and a seed, runs a method (``manual``, ``icl``, ``bbt``,
+:func:`run` prepares a task, a model and a seed, runs a method (``manual``, ``calibrated``, ``icl``, ``bbt``,
 ``bbtv2``, ``prompt_tuning``, ``feature_mlp``) and returns its JSON-ready result.
 
 :func:`cached_run` is the same with a memory: results are kept under
@@ -32,12 +32,12 @@ from ..core.profiles import Profile, default_device, default_dtype, get_profile
 from ..core.results import dtype_name, to_json, versions
 from ..methods.tuning import check_test_at
 
-METHODS = ("manual", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
+METHODS = ("manual", "calibrated", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
 TUNERS = ("bbt", "bbtv2")  # the black-box methods: settings from BBTConfig/BBTv2Config, checkpoints
 REMOTE_METHODS = ("manual", "bbt")  # what runs through an OpenAI-compatible server (bbt_mini.service.remote)
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))
 # The options of the baselines the command line passes on (more can be given from Python).
-BASELINE_OPTIONS = {"manual": (), "icl": ("per_class",), "prompt_tuning": ("prompt_length", "steps"),
+BASELINE_OPTIONS = {"manual": (), "calibrated": (), "icl": ("per_class",), "prompt_tuning": ("prompt_length", "steps"),
                     "feature_mlp": ("steps",)}
 
 
@@ -100,6 +100,8 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
     setup.test_at = test_at or ()
     if method == "manual":
         return baselines.manual_prompt(setup)
+    if method == "calibrated":
+        return baselines.calibrated_prompt(setup)
     if method == "icl":
         return baselines.in_context(setup, **kw)
     if method == "prompt_tuning":
