@@ -9,9 +9,15 @@ claim, :func:`primary_claim`: BBT's tuned prompt beats the manual prompt on the 
 the book's verdict rule, **and** the search learned, :func:`learned`: on every seed the mean
 training loss of its last population is below that of its first. An optimiser that learns
 nothing fails the second half: random search in the same space, at the same budget and on
-the same seeds, draws every population from the same distribution, and the test asserts that
-it fails the same check (its test accuracy may well beat the manual prompt too: the best of
-random prompts near ``p0`` repairs much of a biased template, which chapter 3 shows).
+the same seeds, draws every population from the same distribution, so each seed's last
+population beats its first with probability about 1/2 and all five with about 1/32; the test
+asserts that it fails the same check (its test accuracy does beat the manual prompt: the best
+of random prompts near ``p0`` repairs much of a biased template, which chapter 3 shows).
+Measured when this test was written (small profile, a CPU with bf16, from chapter 3's cached
+runs, which differ from these only by side tests that leave a run unchanged): BBT 0.589 +-
+0.039 against the manual prompt's 0.355, its populations' mean loss falling on all 5 seeds
+(by 0.01-0.10); random search 0.543 +- 0.070, falling on 3 of 5. BBT's margins are small:
+on a CPU without bf16 (float32) the numbers differ and this check may need more generations.
 """
 import numpy as np
 import pytest
