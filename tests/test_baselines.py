@@ -33,6 +33,44 @@ def test_manual_prompt_scores_the_plain_models_answers(tiny_causal_setup, tiny_c
     assert r["predicted_share"] == [float(np.mean(logits.argmax(-1) == c)) for c in (0, 1)]
 
 
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_calibration_divides_out_the_label_bias_measured_on_content_free_inputs(tiny_causal_setup, tiny_causal):
+    """Contextual calibration (Zhao et al., 2021), recomputed from the plain model: the bias is the mean
+    label-word softmax on "N/A", "" and "[MASK]" in the template, and every test answer is divided by it."""
+    s = tiny_causal_setup
+    free = [s.task.format({"text": t}, s.verbalizer) for t in baselines.CONTENT_FREE]
+    bias = _softmax(plain_last_logits(tiny_causal, s.service.label_ids, free).astype(np.float64)).mean(0)
+    bias /= bias.sum()
+    texts = [s.task.format(ex, s.verbalizer) for ex in s.split.test]
+    raw = plain_last_logits(tiny_causal, s.service.label_ids, texts).astype(np.float64)
+    labels = np.array([ex["label"] for ex in s.split.test])
+    pred = (_softmax(raw) / bias).argmax(-1)
+    r = baselines.calibrated_prompt(s)
+    assert r["method"] == "calibrated" and r["calls"] == 0
+    np.testing.assert_allclose(r["label_bias"], bias, rtol=1e-4)
+    assert r["test_accuracy"] == float(np.mean(pred == labels))
+    assert r["predicted_share"] == [float(np.mean(pred == c)) for c in (0, 1)]
+    assert r["predicted_share_uncalibrated"] == [float(np.mean(raw.argmax(-1) == c)) for c in (0, 1)]
+    assert r["meter"]["examples"] == len(free) + len(texts)  # one call on the content-free inputs, one on test
+    # The tiny model answers one class for every test sentence; the correction must move some answers.
+    assert max(r["predicted_share_uncalibrated"]) == 1.0 and r["predicted_share"] != r["predicted_share_uncalibrated"]
+
+
+def test_calibration_moves_a_biased_answer_and_leaves_an_unbiased_one():
+    logits = np.log([[0.7, 0.3], [0.9, 0.1], [0.2, 0.8]])
+    moved = baselines.calibrate(logits, np.array([0.8, 0.2])).argmax(-1)  # the template favours class 0
+    assert moved.tolist() == [1, 0, 1]  # 0.7/0.8 < 0.3/0.2: the first answer flips, the others stay
+    np.testing.assert_allclose(baselines.calibrate(logits, np.array([0.5, 0.5])), logits - np.log(0.5))
+    with pytest.raises(ValueError, match="positive probabilities"):
+        baselines.calibrate(logits, np.array([1.0, 0.0]))
+    with pytest.raises(ValueError, match="positive probabilities"):
+        baselines.calibrate(logits, np.array([0.2, 0.3, 0.5]))
+
+
 def test_demonstrations_carry_the_answers(tiny_causal_setup):
     text = baselines.demonstrations(tiny_causal_setup)
     assert text.count("\n\n") == len(tiny_causal_setup.train)

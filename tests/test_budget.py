@@ -29,6 +29,11 @@ def test_the_numbers_at_the_last_budget_equal_the_runs_final_test(lm, runner, co
     assert last["test_accuracy"] == r["test_accuracy"] and last["best_dev_acc"] == r["best_dev_acc"]
     setup = _setup(lm)
     assert last["test_loss"] == pytest.approx(evaluate(setup.service, setup.test, r["_prompt"])["loss"], abs=1e-6)
+    # That prompt is scored on the test set once, not again for the final result: 3 side tests, no fourth.
+    plain = runner(_setup(lm), config, progress=False)
+    test_examples = len(setup.test)
+    assert r["meter"]["examples"] - plain["meter"]["examples"] == 2 * test_examples + (
+        r["meter"]["calls"] - plain["meter"]["calls"] - 2) * len(setup.dev)
 
 
 @pytest.mark.parametrize("budget", [4, 12])

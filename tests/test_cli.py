@@ -52,6 +52,7 @@ def test_run_with_a_user_csv(tiny, tmp_path):
 
 @pytest.mark.parametrize("method,flags,check", [
     ("manual", [], lambda r: r["calls"] == 0),
+    ("calibrated", [], lambda r: r["calls"] == 0 and len(r["label_bias"]) == 2),
     ("icl", ["--per-class", "1"], lambda r: r["demonstrations"] == 2),  # one per class, not all 2 x 2 shots
 ])
 def test_baselines_run_from_the_command_line(tiny, tmp_path, method, flags, check):

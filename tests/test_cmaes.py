@@ -53,12 +53,28 @@ def test_minimal_cmaes_keeps_up_with_pycma(f, x0):
     assert ours <= 2 * theirs
 
 
-def test_strategy_parameters_follow_the_tutorial():
-    p = Parameters(10)
-    assert p.lam == 10 and p.mu == 5
-    assert abs(p.weights.sum() - 1) < 1e-12 and np.all(np.diff(p.weights) < 0)
-    assert 1 < p.mueff < p.mu
-    assert 0 < p.c1 + p.cmu <= 1 and p.damps > 1
+@pytest.mark.parametrize("N", [5, 10, 30, 100])
+def test_strategy_parameters_equal_pycmas_where_both_follow_the_tutorial(N):
+    """Every strategy parameter against pycma's own (cma 4.5, the default population, where pycma adapts
+    the step size by CSA as the book does). Equal: the weights, mu_eff, c_c, c_1, chi_N. Two documented
+    differences, checked exactly: pycma's c_sigma = (mu_eff + 2) / (N + mu_eff + 3) (the tutorial's
+    Table 1, which the book follows, has + 5; d_sigma = 1 + 2 max(0, ...) + c_sigma in both), and
+    pycma's c_mu has a term 1/4 inside (mu_eff - 2 + 1/mu_eff + 1/4) that the book's leaves out."""
+    import cma
+
+    p = Parameters(N)
+    es = cma.CMAEvolutionStrategy(np.zeros(N), 1.0, {"popsize": p.lam, "verbose": -9, "seed": 1})
+    sp, csa = es.sp, es.adapt_sigma
+    assert type(csa).__name__ == "CMAAdaptSigmaCSA"
+    assert p.lam == es.popsize and p.mu == sp.weights.mu
+    np.testing.assert_allclose(p.weights, np.asarray(sp.weights)[:p.mu], rtol=1e-12)
+    assert p.mueff == pytest.approx(sp.weights.mueff, rel=1e-12)
+    assert p.cc == pytest.approx(sp.cc, rel=1e-12) and p.c1 == pytest.approx(sp.c1, rel=1e-12)
+    assert p.chiN == pytest.approx(es.const.chiN, rel=1e-12)
+    mueff = p.mueff
+    assert p.cs == pytest.approx(csa.cs * (N + mueff + 3) / (N + mueff + 5), rel=1e-12)
+    assert p.damps - p.cs == pytest.approx(csa.damps - csa.cs, rel=1e-12)
+    assert p.cmu == pytest.approx(sp.cmu * (mueff - 2 + 1 / mueff) / (mueff - 2 + 1 / mueff + 0.25), rel=1e-12)
 
 
 def test_same_seed_same_search_and_tell_checks_shapes():

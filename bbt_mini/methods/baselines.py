@@ -3,6 +3,9 @@
 Through the black box (no weights needed):
 
 * :func:`manual_prompt`: the task's template and label words, no soft prompt;
+* :func:`calibrated_prompt`: the same, with contextual calibration (Zhao et al., 2021): the
+  label words' probabilities on content-free inputs (``"N/A"``...) put in the template are
+  the template's bias, divided out of every test answer; no tuning, no training data;
 * :func:`in_context`: the k-shot training examples written out, with their answers, before
   each test input (Brown et al., 2020). The demonstrations are the same for every input,
   so they go in as a prompt of real token embeddings, whose keys and values the service
@@ -31,7 +34,7 @@ from tqdm.auto import tqdm
 from ..core.projection import P0_FIRST_TOKEN, first_token_ids
 from ..lm.encoding import Batch
 from ..service.blackbox import BlackBox
-from .experiment import Setup, evaluate, scores, texts_for
+from .experiment import Setup, evaluate, no_prompt, scores, texts_for
 from ..core.results import result, used_since
 from ..service.whitebox import WhiteBox
 
@@ -61,6 +64,59 @@ def manual_prompt(setup: Setup) -> dict:
     test, shares = _shares(setup.service, setup.test)
     dev = evaluate(setup.service, setup.dev)
     return _result(setup, "manual", test, m0, calls=0, dev_accuracy=dev["accuracy"], predicted_share=shares)
+
+
+CONTENT_FREE = ("N/A", "", "[MASK]")  # Zhao et al. (2021)'s content-free inputs, averaged
+
+
+def label_bias(setup: Setup, content_free: tuple[str, ...] = CONTENT_FREE) -> np.ndarray:
+    """The template's prior over the label words: their probabilities with no content (C,).
+
+    Each content-free string fills every text field of the template; the softmax over the
+    label words is averaged over the strings and renormalised (Zhao et al., 2021, Sec. 5).
+    One API call, on ``len(content_free)`` examples."""
+    if not content_free:
+        raise ValueError("contextual calibration needs at least one content-free input, e.g. 'N/A'")
+    fields = setup.verbalizer.fields
+    examples = [{**{f: text for f in fields}, "label": 0} for text in content_free]
+    batch = setup.service.encode(texts_for(setup.task, setup.verbalizer, examples, setup.service, setup.placement),
+                                 [0] * len(examples))
+    logits = setup.service(no_prompt(setup.service), batch).logits[0].astype(np.float64)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p = (p / p.sum(-1, keepdims=True)).mean(0)
+    return p / p.sum()
+
+
+def calibrate(logits: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Calibrated logits: ``log softmax(logits) - log bias``, i.e. each answer's probabilities
+    divided by the template's prior and renormalised (Zhao et al.'s ``W = diag(p_cf)^-1, b = 0``)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    bias = np.asarray(bias, dtype=np.float64)
+    if bias.shape != logits.shape[-1:] or np.any(bias <= 0):
+        raise ValueError(f"the bias must be {logits.shape[-1]} positive probabilities, got {bias}")
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return log_p - np.log(bias)
+
+
+def calibrated_prompt(setup: Setup, content_free: tuple[str, ...] = CONTENT_FREE) -> dict:
+    """The manual prompt with contextual calibration (Zhao et al., 2021): its test answers,
+    each divided by the label-word probabilities measured on content-free inputs.
+
+    No tuning and no training data: one API call on the content-free inputs and one on the
+    test set (as :func:`manual_prompt`). The result records the bias (``label_bias``) and how
+    often each class is predicted before (``predicted_share_uncalibrated``) and after."""
+    service = setup.service
+    m0 = service.meter.snapshot()
+    bias = label_bias(setup, tuple(content_free))
+    raw = service(no_prompt(service), setup.test).logits[0]
+    logits = calibrate(raw, bias)
+    pred, raw_pred = logits.argmax(-1), raw.argmax(-1)
+    classes = range(service.num_classes)
+    return _result(setup, "calibrated", scores(logits, setup.test.labels), m0, calls=0,
+                   content_free=list(content_free), label_bias=bias.tolist(),
+                   predicted_share=[float(np.mean(pred == c)) for c in classes],
+                   predicted_share_uncalibrated=[float(np.mean(raw_pred == c)) for c in classes])
 
 
 def demonstrations(setup: Setup, per_class: int | None = None, seed: int | None = None) -> str:

@@ -62,6 +62,7 @@ class Run:
     t0: float = field(default_factory=time.perf_counter)
     test_at: tuple = ()  # budgets at which the would-be result is tested (see the module doc)
     tested: list = field(default_factory=list)  # one entry per budget of test_at reached so far
+    _last_test: tuple = ()  # (prompt, scores) of the latest side test: the final test reuses it for that prompt
 
     def __post_init__(self):
         self.meter0 = self.setup.service.meter.snapshot()
@@ -99,7 +100,9 @@ class Run:
             acc = evaluate(self.setup.service, self.setup.dev, incumbent)["accuracy"]
             if acc > best_dev:
                 best_dev, prompt, best_calls = acc, incumbent, self.calls
-        scores = evaluate(self.setup.service, self.setup.test, incumbent if prompt is None else prompt)
+        prompt = incumbent if prompt is None else prompt
+        scores = evaluate(self.setup.service, self.setup.test, prompt)
+        self._last_test = (prompt, scores)
         return {"budget": budget, "calls": self.calls, "best_dev_acc": best_dev, "best_dev_calls": best_calls,
                 **test_fields(self.setup, scores, labels=False), "test_loss": scores["loss"],
                 "seconds": time.perf_counter() - t0}  # spent on this side test (inside the run's wall_s)
@@ -171,7 +174,10 @@ class Run:
     def result(self, test: bool = True, **extra) -> dict:
         """The run as JSON-ready data (the command line writes exactly this)."""
         prompt = self.best_prompt if self.best_prompt is not None else self.incumbent[1]
-        scores = evaluate(self.setup.service, self.setup.test, prompt) if test else None
+        scores = None
+        if test:  # the test at the run's own budget (test_at) scored this very prompt already: not twice
+            scores = (self._last_test[1] if self._last_test and self._last_test[0] is prompt
+                      else evaluate(self.setup.service, self.setup.test, prompt))
         if self.test_at:
             extra["test_at"] = self.tested
         out = result(self.setup, self.method, scores, self.meter_used(), seed=self.seed, config=self.config,

@@ -1,6 +1,6 @@
 """One run of one method: what the command line and the chapters call.
 
-:func:`run` prepares a task, a model and a seed, runs a method (``manual``, ``icl``, ``bbt``,
+:func:`run` prepares a task, a model and a seed, runs a method (``manual``, ``calibrated``, ``icl``, ``bbt``,
 ``bbtv2``, ``prompt_tuning``, ``feature_mlp``) and returns its JSON-ready result.
 
 :func:`cached_run` is the same with a memory: results are kept under
@@ -43,11 +43,11 @@ from ..methods.registry import config as tuner_settings
 from ..methods.tuning import check_test_at
 from .prepare import prepare
 
-METHODS = ("manual", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
+METHODS = ("manual", "calibrated", "icl", "bbt", "bbtv2", "prompt_tuning", "feature_mlp")
 REMOTE_METHODS = ("manual", "bbt")  # what runs through an OpenAI-compatible server (bbt_mini.service.remote)
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))
 # The BBT settings a baseline also takes (its own options, steps= or per_class=, go in method_kw).
-BASELINE_OPTIONS = {"manual": (), "icl": (), "prompt_tuning": ("prompt_length",), "feature_mlp": ()}
+BASELINE_OPTIONS = {"manual": (), "calibrated": (), "icl": (), "prompt_tuning": ("prompt_length",), "feature_mlp": ()}
 
 
 def check_options(method: str, config: dict, method_kw: dict, checkpoint=None, k=None,
@@ -108,6 +108,8 @@ def run(method: str, task="rotten_tomatoes", model="smollm2", seed: int = 1, pro
     setup.test_at = test_at or ()
     if method == "manual":
         return baselines.manual_prompt(setup)
+    if method == "calibrated":
+        return baselines.calibrated_prompt(setup)
     if method == "icl":
         return baselines.in_context(setup, **kw)
     if method == "prompt_tuning":
