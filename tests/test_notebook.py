@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bbt_mini.book.notebook import compare, shape
+from bbt_mini.book.notebook import compare, difference, shape
 from bbt_mini.core.stats import t_critical
 
 
@@ -210,3 +210,16 @@ def test_against_prediction_says_which_happened_and_never_counts_a_null_as_confi
     assert "no verdict" in against_prediction(compare([0.7], [0.6], "a", "b"), "higher")
     with pytest.raises(ValueError, match="predicted must be"):
         against_prediction(higher, "better")
+
+
+@pytest.mark.parametrize("a, b", [([0.71, 0.70, 0.72], [0.60, 0.61, 0.59]),  # a clear difference
+                                  ([0.60, 0.61, 0.59], [0.71, 0.70, 0.72]),  # the same, flipped
+                                  ([0.70, 0.72, 0.69], [0.71, 0.70, 0.70]),  # a null
+                                  ([0.70], 0.60)])  # cannot judge
+def test_difference_shows_the_numbers_and_interval_without_verdict_words(a, b):
+    c, judged = difference(a, b, "X", "Y"), compare(a, b, "X", "Y")
+    assert c.verdict == judged.verdict and c.diff == pytest.approx(judged.diff)  # the same rule underneath
+    for word in ("higher", "lower", "detectable", "cannot say"):
+        assert word not in c.sentence
+    assert f"{c.diff:+.3f}" in c.sentence and c.sentence.startswith("X (")
+    assert ("95% interval" in c.sentence) == (judged.verdict != "cannot judge")

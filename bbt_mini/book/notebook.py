@@ -84,6 +84,20 @@ def compare(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: st
     return say(judge(a, b), a, b, name_a, name_b, what, fmt, unit)
 
 
+def difference(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: str = ".3f",
+               unit: str = "seeds") -> Comparison:
+    """A secondary comparison: both sides' numbers and the difference with its 95% interval, no verdict.
+
+    Each chapter names its few primary comparisons before it runs them and judges those with
+    :func:`compare`; every other pair of numbers is shown with this, computed by the same rule
+    (paired when both sides are results) but worded without "higher", "lower" or "no detectable
+    difference": the more comparisons a page judges, the more of its verdicts are wrong by
+    chance, so only the named ones are judged. The returned :class:`Comparison` still carries the
+    rule's verdict for code that needs it; its ``sentence`` does not say it.
+    """
+    return say(judge(a, b), a, b, name_a, name_b, what, fmt, unit, verdict=False)
+
+
 def shape(points: dict, x_name: str, what: str = "test accuracy", paper: str = "", fmt: str = ".3f",
           min_seeds: int = 3) -> str:
     """What a sweep (``{x: per-seed values or per-seed results}``) shows about the shape of a curve, in words.

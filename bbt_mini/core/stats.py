@@ -323,13 +323,21 @@ def how(c: Comparison, unit: str = "seeds") -> str:
 
 
 def say(c: Comparison, a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: str = ".3f",
-        unit: str = "seeds") -> Comparison:
-    """``c`` with its sentence: both sides' numbers, the difference, its interval, p and the verdict."""
+        unit: str = "seeds", verdict: bool = True) -> Comparison:
+    """``c`` with its sentence: both sides' numbers, the difference, its interval, p and the verdict.
+
+    ``verdict=False``: the same numbers and interval without the verdict's words (a secondary
+    comparison, :func:`bbt_mini.book.notebook.difference`).
+    """
     va = accuracies(a) if (is_result(a) or is_results(a)) else values(a)
     vb = accuracies(b) if (is_result(b) or is_results(b)) else values(b)
     sa = f"{name_a} ({_summary(va, c.n_a, fmt, unit)})"
     sb = f"{name_b} ({_summary(vb, c.n_b, fmt, unit)})"
-    if c.verdict == "cannot judge":
+    if not verdict:
+        interval = (f"{c.reason}, so no interval" if c.verdict == "cannot judge" else
+                    f"95% interval {c.low:+{fmt}} to {c.high:+{fmt}}; {how(c, unit)}")
+        text = f"{sa} against {sb}: {c.diff:+{fmt}} in {what} ({interval}; a secondary comparison, no verdict)"
+    elif c.verdict == "cannot judge":
         text = (f"{sa} against {sb}: a difference of {c.diff:+{fmt}} in {what}, but {c.reason} to judge it "
                 f"by, so this cannot say whether it is more than noise")
     else:
