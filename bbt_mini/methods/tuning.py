@@ -101,7 +101,10 @@ class Run:
             if acc > best_dev:
                 best_dev, prompt, best_calls = acc, incumbent, self.calls
         prompt = incumbent if prompt is None else prompt
-        scores = evaluate(self.setup.service, self.setup.test, prompt)
+        if self._last_test and self._last_test[0] is prompt:  # the prompt an earlier budget returned: scored
+            scores = self._last_test[1]
+        else:
+            scores = evaluate(self.setup.service, self.setup.test, prompt)
         self._last_test = (prompt, scores)
         return {"budget": budget, "calls": self.calls, "best_dev_acc": best_dev, "best_dev_calls": best_calls,
                 **test_fields(self.setup, scores, labels=False), "test_loss": scores["loss"],
