@@ -188,7 +188,7 @@ class GridTable:
                  "Paper: BBTv2 (Sun et al., 2022b), Table 3, RoBERTa-large, 16 shots per class; a stand-in's "
                  "paper number is the papers' task it stands in for, on other data and another model."]
         if self.verdicts:
-            notes += ["", "Verdicts (the book's rule):", ""]
+            notes += ["", "Comparisons (the book's rule):", ""]
             notes += [f"* {v['task']}: {v['sentence']}." for v in self.verdicts]
         return "\n".join(out + notes)
 
