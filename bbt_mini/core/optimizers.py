@@ -70,7 +70,8 @@ class PyCMA(Optimizer):
             # CMA_on multiplies every covariance learning rate (c1, c_mu and their sep- and
             # active variants); 0 switches the covariance update off and leaves C where it
             # starts: the identity, up to the factors exp(1e-4 i / d) that pycma puts on its
-            # diagonal to keep the eigenvalues apart. Mean and step size (CSA) adapt as usual.
+            # diagonal to keep the eigenvalues apart. Mean and step size adapt as usual (pycma's
+            # default: CSA below 300 dimensions, two-point adaptation, TPA, from 300 on).
             opts["CMA_on"] = 0
         self._random = np.random.RandomState(seed)
         opts["randn"] = self._random.randn

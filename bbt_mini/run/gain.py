@@ -8,8 +8,8 @@ contextual calibration are the references. BBT is BBT's design: the uniform ``A`
 explicitly so that no profile's default can turn it into another method.
 
 :func:`jobs` gives the runs as :func:`bbt_mini.run.runs.cached_runs` takes them, and
-:func:`reference` the settings of the baselines: chapter 6 reads the same runs (the same
-cache keys) instead of computing its own.
+:func:`reference` the settings of the baselines. The experiment is computed and judged in
+chapter 3 only; chapter 6 defines the gain at a budget and links to it.
 """
 from __future__ import annotations
 
