@@ -22,8 +22,8 @@ SAMPLER = "uniform"  # BBT's A (Sun et al., 2022a): torch.nn.Linear's default in
 PRIMARY = ("bbc_news", "weak")  # the chapter's primary comparison: more seeds
 PRIMARY_SEEDS = {"ci": (1, 2), "small": (1, 2, 3, 4, 5), "colab": (1, 2, 3, 4, 5), "full": (1, 2, 3, 4, 5)}
 
-# Sizes beside the profile's, chosen so that the whole grid (28 runs) fits the small profile's time
-# on 2 CPU cores: 2 shots per class on Rotten Tomatoes (4 training sentences a call), 1 on BBC News
+# Sizes beside the profile's, chosen so that the whole grid (28 runs of 50 calls) fits the small
+# profile's time on 2 CPU cores: 2 shots per class on Rotten Tomatoes (4 training sentences a call), 1 on BBC News
 # (5 articles a call), 100 test sentences each (the verdict rule pairs them, so the test sample's
 # noise is counted, not ignored). Colab and full: the profile's and BBC News's own sizes
 # (bbt_mini.core.profiles.TASK_SIZES).
@@ -35,10 +35,6 @@ BUDGETS = {  # test_at: the budgets shown; the last one is each run's own budget
     "bbc_news": {"ci": (4, 8, 16), "small": (10, 20, 50), "colab": (100, 200, 400, 600),
                  "full": (1000, 2000, 4000, 8000)},
 }
-# The primary panel runs longer in the small profile: 10 generations, enough for the population's
-# mean training loss to show whether the search learns (tests/test_effect.py), not just samples.
-PRIMARY_BUDGETS = {"ci": BUDGETS["bbc_news"]["ci"], "small": (10, 20, 50, 100),
-                   "colab": BUDGETS["bbc_news"]["colab"], "full": BUDGETS["bbc_news"]["full"]}
 
 
 def _profile(profile: str | Profile | None) -> Profile:
@@ -55,10 +51,9 @@ def sizes(task: str, profile: str | Profile | None = None) -> dict:
     return out
 
 
-def budgets(task: str, profile: str | Profile | None = None, strength: str | None = None) -> tuple:
-    """The budgets (API calls) at which each run of a panel is tested; the last is the runs' own."""
-    name = _profile(profile).name
-    return PRIMARY_BUDGETS[name] if (task, strength) == PRIMARY else BUDGETS[task][name]
+def budgets(task: str, profile: str | Profile | None = None) -> tuple:
+    """The budgets (API calls) at which each run is tested; the last is the runs' own."""
+    return BUDGETS[task][_profile(profile).name]
 
 
 def seeds(task: str, strength: str, profile: str | Profile | None = None) -> tuple:
@@ -81,7 +76,7 @@ def jobs(task: str, strength: str, search: str, profile: str | Profile | None = 
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {list(SEARCHES)}, got {search!r}")
     p = _profile(profile)
-    at = budgets(task, p, strength)
+    at = budgets(task, p)
     settings = {**sizes(task, p), "variant": reference(task, strength, p)["variant"], "budget": at[-1]}
     return [dict(method="bbt", task=task, model=model, seed=s, profile=p, sampler=SAMPLER,
                  test_at=at, **SEARCHES[search], **settings)
