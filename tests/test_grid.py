@@ -64,7 +64,7 @@ def test_plan_sweeps_the_listed_settings_and_names_each_cell_after_them(tiny):
 def test_plan_applies_task_sizes_and_the_papers_settings_in_full():
     small = {c.name: c.spec for c in grid.plan(["bbc_news"], ["bbt", "manual"], [1], "small")}
     assert small["bbc_news-bbt-s1"]["config"] == {"budget": 50, "eval_every": 25}  # profiles.TASK_SIZES
-    assert (small["bbc_news-manual-s1"]["k"], small["bbc_news-manual-s1"]["config"]) == (2, {})
+    assert (small["bbc_news-manual-s1"]["k"], small["bbc_news-manual-s1"]["config"]) == (1, {})
     full = {c.name: c.spec for c in grid.plan(["dbpedia", "rte"], ["bbt", "bbtv2"], [1], "full", "roberta-large")}
     assert full["dbpedia-bbt-s1"]["config"] == {"budget": 20000}  # the authors' README: for BBT
     assert full["rte-bbt-s1"]["config"] == {"loss": "hinge"}

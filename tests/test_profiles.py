@@ -75,17 +75,19 @@ def test_colab_profile_keeps_the_papers_prompt_and_subspace_with_fewer_calls():
 
 def test_task_sizes_are_per_profile_and_copied():
     small = task_sizes("bbc_news", PROFILES["small"])
-    assert small["k"] == 2 and task_sizes("bbc_news", PROFILES["full"]) == {}
+    assert small["k"] == 1 and task_sizes("bbc_news", PROFILES["full"]) == {}
     small["k"] = 99
-    assert task_sizes("bbc_news", PROFILES["small"])["k"] == 2
+    assert task_sizes("bbc_news", PROFILES["small"])["k"] == 1
     assert task_sizes("rotten_tomatoes", PROFILES["colab"]) == {}
 
 
+# The plan's arithmetic at fixed sizes (the small profile's sizes may change; this must not).
+SIZED = PROFILES["small"].replace(k_shot=8, test_size=300)
 PROBE = {"population_s": 2.0, "one_s": 0.5, "examples": 16, "text_tokens": 30.0, "prompt_length": 10, "popsize": 10}
 
 
 def test_plan_prices_tuning_dev_checks_and_test_from_the_probe():
-    p = PROFILES["small"]  # popsize 10, budget 100, eval_every 50, k 8, test 300
+    p = SIZED  # popsize 10, budget 100, eval_every 50, k 8, test 300
     plan = Plan(p).add("bbt", n=3)
     # tuning: 100 / 10 requests x 2 s; dev: 100 / 50 checks x 0.5 s; test: 300 / 16 x 0.5 s
     expected = 3 * (10 * 2.0 + 2 * 0.5 + 300 / 16 * 0.5)
@@ -94,7 +96,7 @@ def test_plan_prices_tuning_dev_checks_and_test_from_the_probe():
 
 
 def test_plan_scales_with_examples_and_prompt_length():
-    p = PROFILES["small"]
+    p = SIZED
     base = Plan(p).add("x").seconds(PROBE)[0]
     more_shots = Plan(p).add("x", k=32).seconds(PROBE)[0]
     longer = Plan(p).add("x", prompt_length=50).seconds(PROBE)[0]

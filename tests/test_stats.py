@@ -1,6 +1,7 @@
 """The verdict rule (bbt_mini.core.stats) on simulated experiments whose truth is known.
 
-The simulation is the book's situation: 3 seeds, 300 test sentences shared by both methods.
+The simulation is the book's situation: 3 seeds, 100 test sentences shared by both methods (the
+small profile's test set; 300, its earlier size, is checked too).
 Each sentence has an ease ``q_j`` (the chance a method answers it correctly) drawn from a Beta
 distribution and shared by both methods, except for a fraction ``pi`` of the sentences where
 each method has its own (another draw from the same Beta: the methods fail on partly different
@@ -54,11 +55,11 @@ def two_se(a, b) -> bool:
     return bool(se > 0 and abs(va.mean() - vb.mean()) > 2 * se)
 
 
-def rates(regime, fixed, reps, effect=0.0, pi=0.3, seed=0):
+def rates(regime, fixed, reps, effect=0.0, pi=0.3, seed=0, N=300):
     rng = np.random.default_rng(seed)
     new = old = 0
     for _ in range(reps):
-        a, b = simulate(rng, regime, effect=effect, pi=pi, fixed=fixed)
+        a, b = simulate(rng, regime, effect=effect, pi=pi, fixed=fixed, N=N)
         new += stats.judge(a, b).verdict in ("higher", "lower")
         old += two_se(a, b)
     return new / reps, old / reps
@@ -67,36 +68,41 @@ def rates(regime, fixed, reps, effect=0.0, pi=0.3, seed=0):
 REPS = 2000  # simulated nulls per case: a rate of 5% is then known to +-1 point (2 Monte Carlo SE)
 
 
+@pytest.mark.parametrize("N", [100, 300], ids=["100 sentences", "300 sentences"])
 @pytest.mark.parametrize("regime", REGIMES)
 @pytest.mark.parametrize("fixed", [False, True], ids=["against seeds", "against a fixed reference"])
-def test_false_positive_rate_on_simulated_nulls_is_at_most_five_percent(regime, fixed):
-    """2,000 simulated nulls of 3 seeds x 300 sentences per case; measured (seeded, so exact):
+def test_false_positive_rate_on_simulated_nulls_is_at_most_five_percent(regime, fixed, N):
+    """2,000 simulated nulls of 3 seeds x N sentences per case; measured (seeded, so exact),
+    at 100 / 300 sentences:
 
     | regime, against | the rule | old 2-SE rule |
     |---|---|---|
-    | sentences, seeds | 4.75% | 51.9% |
-    | sentences, fixed reference | 4.65% | 65.8% |
-    | seeds, seeds | 4.05% | 14.6% |
-    | seeds, fixed reference | 5.10% | 28.6% |
+    | sentences, seeds | 4.20% / 4.75% | 56.1% / 51.9% |
+    | sentences, fixed reference | 5.35% / 4.65% | 67.3% / 65.8% |
+    | seeds, seeds | 2.75% / 4.05% | 18.4% / 14.6% |
+    | seeds, fixed reference | 4.20% / 5.10% | 37.4% / 28.6% |
 
     Each case must not be detectably above 5% (within 2 Monte Carlo standard errors, 1 point);
     the four together (8,000 nulls) must be at most 5%.
     """
-    new, old = rates(regime, fixed, reps=REPS, seed=17)
+    new, old = rates(regime, fixed, reps=REPS, seed=17, N=N)
     allowance = 2 * np.sqrt(0.05 * 0.95 / REPS)
     assert new <= 0.05 + allowance, f"false-positive rate {new:.2%} of the rule (the old 2-SE rule: {old:.2%})"
     assert old > 0.10, f"the old 2-SE rule ({old:.2%}) was expected to be loose here; the simulation changed?"
 
 
 def test_false_positive_rate_over_all_simulated_nulls_is_at_most_five_percent():
-    pooled = np.mean([rates(r, f, reps=REPS, seed=17)[0] for r in REGIMES for f in (False, True)])
+    """At the small profile's 100 sentences: 4.1% measured."""
+    pooled = np.mean([rates(r, f, reps=REPS, seed=17, N=100)[0] for r in REGIMES for f in (False, True)])
     assert pooled <= 0.05, f"pooled false-positive rate {pooled:.2%}"
 
 
 def test_power_on_a_simulated_gain_of_005_at_300_sentences_and_3_seeds():
     """+0.05 over a fixed reference, 3 seeds, 300 sentences, each method with its own ease on 5% of
     the sentences (a prompt changes some answers, not all): measured power 0.76 (400 runs;
-    0.67 when they differ on 10%, 0.72 against 3 seeds of another method)."""
+    0.67 when they differ on 10%, 0.72 against 3 seeds of another method). At the small
+    profile's 100 sentences the same gain is found 35% of the time (0.3475 measured): a null
+    there is weak evidence of no gain, which the chapters say."""
     power, _ = rates("sentences", True, reps=400, effect=0.05, pi=0.05, seed=3)
     assert power >= 0.70, f"power {power:.2f} on a real +0.05 gain"
 

@@ -80,11 +80,13 @@ PROFILES = {
     # Proves that each chapter executes (times: the README's measured table): not an experiment.
     "ci": FULL.replace(name="ci", prompt_length=4, intrinsic_dim=16, popsize=4, budget=16, k_shot=2, eval_every=8,
                        test_size=20, seeds=(1, 2), bbtv2_budget=16),
-    # Sized for 2 CPU cores with SmolLM2-135M on Rotten Tomatoes (300 test sentences, 16
-    # training sentences per call). What BBT gains at these sizes is measured by chapter 3
-    # and tests/test_effect.py, not recorded here.
-    "small": FULL.replace(name="small", prompt_length=10, intrinsic_dim=100, popsize=10, budget=100, k_shot=8,
-                          eval_every=50, test_size=300, bbtv2_budget=100),
+    # Sized for 2 CPU cores with SmolLM2-135M on Rotten Tomatoes, so that a chapter takes 5-10
+    # minutes (issue 17; chapter 3's grid about 14, the README's table): 2 shots per class (4 training sentences per call: a call's cost is
+    # its sentences: at 8 shots one BBT run took about 75 s on a bf16 CPU, 28 s at 2, measured)
+    # and 100 test sentences, which the verdict rule pairs, so their sampling noise is counted.
+    # What BBT gains at these sizes is measured by chapter 3 and tests/test_effect.py, not here.
+    "small": FULL.replace(name="small", prompt_length=10, intrinsic_dim=100, popsize=10, budget=100, k_shot=2,
+                          eval_every=50, test_size=100, bbtv2_budget=100),
     # A free Colab T4 (times: the README's measured table): the papers' L, d, population and
     # shots; 2,000 calls, a quarter of the papers'.
     "colab": FULL.replace(name="colab", budget=2000, test_size=1000, bbtv2_budget=2000),
@@ -94,10 +96,11 @@ PROFILES = {
 
 # Sizes for tasks whose calls cost more than a short review: BBC News has 5 classes and
 # 48-word texts, so the small and colab profiles use fewer shots, calls and test articles
+# (small: 1 article per class, 5 a call, 100 test articles, as chapter 3's grid)
 # (the full profile: the papers' settings). One place, so that chapters that share these
 # runs (4 and 7) read each other's cached results.
 TASK_SIZES = {
-    "bbc_news": {"ci": dict(k=1, test_size=20), "small": dict(k=2, budget=50, eval_every=25, test_size=200),
+    "bbc_news": {"ci": dict(k=1, test_size=20), "small": dict(k=1, budget=50, eval_every=25, test_size=100),
                  "colab": dict(k=4, budget=600, test_size=500), "full": {}},
 }
 
