@@ -81,10 +81,11 @@ PROFILES = {
     "ci": FULL.replace(name="ci", prompt_length=4, intrinsic_dim=16, popsize=4, budget=16, k_shot=2, eval_every=8,
                        test_size=20, seeds=(1, 2), bbtv2_budget=16),
     # Sized for 2 CPU cores with SmolLM2-135M on Rotten Tomatoes, so that a chapter takes 5-10
-    # minutes (issue 17; chapter 3's grid about 14, the README's table): 2 shots per class (4 training sentences per call: a call's cost is
-    # its sentences: at 8 shots one BBT run took about 75 s on a bf16 CPU, 28 s at 2, measured)
-    # and 100 test sentences, which the verdict rule pairs, so their sampling noise is counted.
-    # What BBT gains at these sizes is measured by chapter 3 and tests/test_effect.py, not here.
+    # minutes (issue 17; chapter 3's grid about 14, the README's table): 2 shots per class (4
+    # training sentences per call; a call's cost is its sentences: at 8 shots one BBT run took
+    # about 75 s on a bf16 CPU, 28 s at 2, measured) and 100 test sentences, which the verdict
+    # rule pairs, so their sampling noise is counted. What BBT gains at these sizes is measured
+    # by chapter 3 and tests/test_effect.py, not here.
     "small": FULL.replace(name="small", prompt_length=10, intrinsic_dim=100, popsize=10, budget=100, k_shot=2,
                           eval_every=50, test_size=100, bbtv2_budget=100),
     # A free Colab T4 (times: the README's measured table): the papers' L, d, population and
