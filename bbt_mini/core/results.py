@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from .. import __version__
+from .settings import dtype_name
 
 LIBRARIES = ("torch", "transformers", "cma", "numpy")  # the libraries a result's numbers depend on
 # Settings that change how often a run saves itself, not what it computes: not part of its identity.
@@ -30,11 +31,6 @@ NOT_IDENTITY = ("checkpoint_every",)
 def versions() -> dict:
     """The versions of the libraries a result depends on (as installed: nothing is imported to read them)."""
     return {"bbt_mini": __version__, **{name: importlib.metadata.version(name) for name in LIBRARIES}}
-
-
-def dtype_name(dtype) -> str:
-    """``torch.bfloat16`` -> ``"bfloat16"``."""
-    return str(dtype).removeprefix("torch.")
 
 
 def identity(setup, method: str, seed: int | None = None, config=None) -> dict:
