@@ -1,8 +1,11 @@
 """The benchmark's two ways of evaluating prompts agree (their speed is not tested here)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from bbt_mini.core.settings import peak_memory
 from bbt_mini.lm.tiny import SHAPE_WORDS, random_shape_model, synthetic_batch
 from bbt_mini.run.bench import naive_logits
 from bbt_mini.service.blackbox import BlackBox
@@ -86,3 +89,11 @@ def test_bf16_tolerance_scales_with_the_logits_and_fp32_stays_absolute():
     assert tolerance(torch.float32, ref) == 1e-3
     assert tolerance(torch.bfloat16, ref) == pytest.approx(2.0)
     assert tolerance(torch.bfloat16, ref / 10) == pytest.approx(0.2)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_peak_memory_on_a_cpu_is_the_process_high_water_mark():
+    status = Path("/proc/self/status").read_text().splitlines()
+    high = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) * 1024  # kB
+    assert peak_memory() == pytest.approx(high, abs=2**25)
+    assert peak_memory(torch.device("cpu")) == pytest.approx(high, abs=2**25)

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from bbt_mini.core.metrics import LOSSES, accuracy, check_loss, cross_entropy, f1, hinge, neg_acc
+from bbt_mini.core.metrics import (LOSSES, accuracy, check_loss, cross_entropy, f1, hinge, log_softmax, neg_acc,
+                                   softmax)
 
 # Two candidates, five examples, two classes: candidate 0 predicts 1, 1, 0, 1, 0; candidate 1 predicts all 1.
 LOGITS = np.array([[[0.0, 1.0], [0.0, 2.0], [3.0, 0.0], [0.0, 1.0], [1.0, 0.0]],
@@ -42,3 +43,10 @@ def test_unknown_loss_is_named_with_the_choices():
     assert check_loss("hinge") == "hinge"
     with pytest.raises(ValueError, match=r"unknown loss 'mse'; choose one of \['ce', 'hinge', 'neg_acc'\]"):
         check_loss("mse")
+
+
+def test_softmax_and_log_softmax_by_hand_and_without_overflow():
+    logits = np.array([[0.0, np.log(3.0)], [1000.0, 1000.0 + np.log(3.0)]])  # the second would overflow exp
+    np.testing.assert_allclose(softmax(logits), [[0.25, 0.75], [0.25, 0.75]])
+    np.testing.assert_allclose(log_softmax(logits), np.log([[0.25, 0.75], [0.25, 0.75]]))
+    np.testing.assert_allclose(np.exp(log_softmax(LOGITS)), softmax(LOGITS))

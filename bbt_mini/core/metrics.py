@@ -1,18 +1,30 @@
 """Scores and losses of label-word logits, in one place.
 
-Every function takes ``logits`` of shape (n, B, C) (n candidate prompts, B examples, C
-classes) and ``labels`` (B,), and returns one number per candidate (n,). The service uses
-the losses (``LOSSES``, picked by name); results report :func:`accuracy` and :func:`f1`.
+Every score and loss takes ``logits`` of shape (n, B, C) (n candidate prompts, B examples, C
+classes) and ``labels`` (B,), and returns one number per candidate (n,); :func:`log_softmax`
+and :func:`softmax` turn logits of any shape into (log-)probabilities over the last axis. The
+service uses the losses (``LOSSES``, picked by name); results report :func:`accuracy` and :func:`f1`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """The label words' log-probabilities (last axis), shifted by the largest logit so no ``exp`` overflows."""
+    z = logits - logits.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """The label words' probabilities (last axis), shifted by the largest logit so no ``exp`` overflows."""
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Mean cross-entropy over the label words, per candidate (BBT's loss ``L``)."""
-    z = logits - logits.max(-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    logp = log_softmax(logits)
     return -np.take_along_axis(logp, labels[None, :, None], -1)[..., 0].mean(-1)
 
 

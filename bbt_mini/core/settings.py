@@ -21,6 +21,7 @@ Each is read when it is used, never at import time, so a notebook may set one an
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 
 import torch
@@ -102,6 +103,14 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     """The device experiments run on: the argument, else ``$BBT_DEVICE``, else CUDA if present, else CPU."""
     device = device or _env(DEVICE_ENV) or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def peak_memory(device: torch.device | None = None) -> int:
+    """The most memory used so far, in bytes: on a CUDA ``device`` the peak of its tensors
+    (since ``torch.cuda.reset_peak_memory_stats``), else the process's peak resident set."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux counts it in KiB
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -23,7 +23,6 @@ service boundary on purpose, through :class:`bbt_mini.service.whitebox.WhiteBox`
 from __future__ import annotations
 
 import hashlib
-import resource
 import time
 import warnings
 
@@ -31,12 +30,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..core.metrics import log_softmax, softmax
 from ..core.projection import P0_FIRST_TOKEN, first_token_ids
+from ..core.results import result, used_since
+from ..core.settings import peak_memory
 from ..lm.encoding import Batch
 from ..service.blackbox import BlackBox
-from .experiment import Setup, evaluate, no_prompt, scores, texts_for
-from ..core.results import result, used_since
 from ..service.whitebox import WhiteBox
+from .experiment import Setup, evaluate, no_prompt, scores, texts_for
 
 DEMO_SEPARATOR = "\n\n"  # after each demonstration
 
@@ -52,7 +53,7 @@ def _result(setup: Setup, method: str, test: dict, before: dict, **extra) -> dic
 
 def _shares(service: BlackBox, batch: Batch, prompt=None) -> tuple[dict, list]:
     """Scores of one prompt on ``batch`` and how often each class is predicted."""
-    p = np.zeros((1, 0, service.hidden_size), np.float32) if prompt is None else np.asarray(prompt)[None]
+    p = no_prompt(service) if prompt is None else np.asarray(prompt)[None]
     logits = service(p, batch).logits[0]
     pred = logits.argmax(-1)
     return scores(logits, batch.labels), [float(np.mean(pred == c)) for c in range(service.num_classes)]
@@ -82,8 +83,7 @@ def label_bias(setup: Setup, content_free: tuple[str, ...] = CONTENT_FREE) -> np
     batch = setup.service.encode(texts_for(setup.task, setup.verbalizer, examples, setup.service, setup.placement),
                                  [0] * len(examples))
     logits = setup.service(no_prompt(setup.service), batch).logits[0].astype(np.float64)
-    p = np.exp(logits - logits.max(-1, keepdims=True))
-    p = (p / p.sum(-1, keepdims=True)).mean(0)
+    p = softmax(logits).mean(0)
     return p / p.sum()
 
 
@@ -94,9 +94,7 @@ def calibrate(logits: np.ndarray, bias: np.ndarray) -> np.ndarray:
     bias = np.asarray(bias, dtype=np.float64)
     if bias.shape != logits.shape[-1:] or np.any(bias <= 0):
         raise ValueError(f"the bias must be {logits.shape[-1]} positive probabilities, got {bias}")
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    return log_p - np.log(bias)
+    return log_softmax(logits) - np.log(bias)
 
 
 def calibrated_prompt(setup: Setup, content_free: tuple[str, ...] = CONTENT_FREE) -> dict:
@@ -191,10 +189,6 @@ def in_context(setup: Setup, per_class: int | None = None) -> dict:
 # ------------------------------------------------------------------ with the weights
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _fingerprint(model: torch.nn.Module) -> str:
     """A hash of every parameter's bytes: any change to any weight changes it."""
     h = hashlib.sha256()
@@ -241,7 +235,7 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
             return scores(box.logits(p[None], batch)[0].float().cpu().numpy(), batch.labels)
 
     before = _fingerprint(box.lm.model)
-    rss0, t0, m0 = _peak_rss_bytes(), time.perf_counter(), setup.service.meter.snapshot()
+    rss0, t0, m0 = peak_memory(), time.perf_counter(), setup.service.meter.snapshot()
     curve, best = [], (-1.0, prompt.detach().clone(), 0)
     for step in tqdm(range(1, steps + 1), desc="prompt tuning", disable=not progress, mininterval=5.0):
         logits = box.logits(prompt[None], train)[0]
@@ -261,7 +255,7 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
     return _result(setup, "prompt_tuning", test_scores(test, best[1]), m0, steps=steps, lr=lr,
                    prompt_length=prompt_length, best_dev_acc=best[0], best_dev_step=best[2], curve=curve, wall_s=wall,
                    passes={"forward_examples": steps * len(train), "backward_examples": steps * len(train)},
-                   peak_rss_growth_bytes=_peak_rss_bytes() - rss0, weights_unchanged=unchanged,
+                   peak_rss_growth_bytes=peak_memory() - rss0, weights_unchanged=unchanged,
                    _prompt=best[1].numpy())
 
 

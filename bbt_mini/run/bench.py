@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import sys
 import time
 
 import numpy as np
 import torch
 
-from ..core.settings import DTYPES, default_device, default_dtype
+from ..core.settings import DTYPES, default_device, default_dtype, peak_memory
 from ..data.splits import kshot_split
 from ..data.tasks import get_task
 from ..lm.encoding import Batch
@@ -92,12 +91,6 @@ def naive_logits(lm: LanguageModel, label_ids: torch.Tensor, prompts: torch.Tens
     finally:
         hooks.remove()
     return torch.stack(out)
-
-
-def _peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _sync(device: torch.device) -> None:
@@ -176,7 +169,7 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
         "mean_text_tokens": float(np.mean([len(p) for p in batch.pieces])),
         "naive_s_per_call": naive_s, "fast_s_per_call": fast_s, "speedup": naive_s / fast_s,
         "fast_s_total_for_8000_calls": fast_s * 8000, "tokens_per_s": service.meter.tokens / (fast_s * calls),
-        "peak_mem_bytes": _peak_memory(device), "max_abs_logit_diff": diff, "argmax_agreement": agree,
+        "peak_mem_bytes": peak_memory(device), "max_abs_logit_diff": diff, "argmax_agreement": agree,
         "naive_max_abs_logit": float(np.abs(ref).max()), "tolerance": bound, "logits_agree": diff <= bound,
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
