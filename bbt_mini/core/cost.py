@@ -34,12 +34,6 @@ def tokens_per_call(result: dict) -> float:
     return meter["tokens"] / meter["calls"]
 
 
-def cost_table(result: dict, prices: dict | None = None) -> dict:
-    """A run's bill at each price: ``{price name: dollars}``, from its meter's tokens."""
-    prices = PRICES if prices is None else prices
-    return {name: dollars(result["meter"]["tokens"], p) for name, p in prices.items()}
-
-
 def best_so_far(curve: list, key: str = "dev_acc") -> tuple[np.ndarray, np.ndarray]:
     """(calls, best ``key`` reached by then) from a run's curve (entries without ``key`` are skipped)."""
     points = [(e["calls"], e[key]) for e in curve if key in e]

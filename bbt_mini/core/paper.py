@@ -65,23 +65,6 @@ def method_label(result: dict) -> str:
     return name if optimizer == "cma" or base not in ("bbt", "bbtv2") else f"{name} ({optimizer})"
 
 
-def results_table(results: list, tasks: tuple | None = None) -> str:
-    """Markdown table of mean +- std over seeds for each (method, task) in ``results``."""
-    cells = defaultdict(list)
-    for r in results:
-        cells[(method_label(r), r["task"])].append(score(r))
-    tasks = tasks or tuple(dict.fromkeys(r["task"] for r in results))
-    methods = list(dict.fromkeys(m for m, _ in cells))
-    out = ["| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    for m in methods:
-        row = []
-        for t in tasks:
-            v = cells.get((m, t))
-            row.append("-" if not v else f"{np.mean(v):.2f} ± {np.std(v):.2f} (n={len(v)})")
-        out.append(f"| {m} | " + " | ".join(row) + " |")
-    return "\n".join(out)
-
-
 # ----------------------------------------------------------------------------- a grid's table
 
 # The papers' task each offline task stands in for (bbt_mini.data.tasks): its paper number is shown beside
