@@ -18,8 +18,9 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 setup: $(VENV)/.installed
 
 # The execution cache (_config.yml: execute_notebooks: cache) re-runs only the chapters whose code cells
-# changed; it cannot see the package's code or BBT_PROFILE, so a change to either empties it first.
-CACHE_KEY = $${BBT_PROFILE:-default} $$(find bbt_mini -name '*.py' | sort | xargs cat | sha256sum | cut -c1-16)
+# changed; it cannot see the package's code or BBT_PROFILE, so a change to either empties it first (the
+# code's hash leaves out docstrings and comments: an edit to them keeps the cache).
+CACHE_KEY = $${BBT_PROFILE:-default} $$($(BIN)/python -m bbt_mini.core.source)
 
 book: setup
 	@key="$(CACHE_KEY)"; if [ "$$(cat _build/.jupyter_cache.key 2>/dev/null)" != "$$key" ]; then \
