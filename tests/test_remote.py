@@ -178,7 +178,7 @@ def test_remote_scores_are_the_label_log_softmax_of_the_sequences_sent_in_chunks
     ids = [service.label_ids]
     for c in range(3):
         for i, t in enumerate(TEXTS):
-            tokens = service.tokenizer(t)["input_ids"]  # BOS head, prompt, then the text
+            tokens = service._tokenizer(t)["input_ids"]  # BOS head, prompt, then the text
             seq = torch.cat([table[tokens[:1]], torch.from_numpy(prompts[c]), table[tokens[1:]]])
             expected = torch.log_softmax(seq.mean(0) @ table[ids[0]].T, -1).numpy()
             np.testing.assert_allclose(r.logits[c, i], expected, atol=1e-5)
@@ -430,3 +430,52 @@ def test_remote_and_in_process_services_refuse_the_same_requests_alike(stub, tin
         batch = service.encode(TEXTS[:2], [0, 1])
         with pytest.raises((ValueError, BudgetExhausted), match=match):
             service(prompts, batch, loss=bad.get("loss"))
+
+
+def _is(value, hint) -> bool:
+    """``value`` is of the annotated type (a union: of one of its members; a generic: of its origin)."""
+    import types
+    import typing
+
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return any(isinstance(value, typing.get_origin(o) or o) for o in options)
+
+
+def test_both_services_satisfy_the_service_protocol_with_compatible_signatures(tiny_causal):
+    """BlackBox and RemoteService are Services: every published member, of its type, every method callable as the
+    protocol says; a box without the call and the meter (the white box) is not one. No server is reached."""
+    import inspect
+    import typing
+
+    from bbt_mini.lm.loading import load_model
+    from bbt_mini.service.base import Service
+    from bbt_mini.service.blackbox import BlackBox
+    from bbt_mini.service.remote import RemoteService
+    from bbt_mini.service.whitebox import WhiteBox
+
+    local = BlackBox(load_model(str(tiny_causal), device="cpu", dtype=torch.float32), LABELS)
+    remote = RemoteService("http://127.0.0.1:9/v1", LABELS, model=tiny_causal, fingerprint=None)  # never called
+    hints = typing.get_type_hints(Service)
+    methods = [n for n, v in vars(Service).items() if inspect.isfunction(v) and v.__qualname__ == f"Service.{n}"]
+    assert {"meter", "label_words"} <= set(hints) and {"embedding_stats", "encode", "__call__"} <= set(methods)
+    for service in (local, remote):
+        assert isinstance(service, Service)
+        for name, hint in hints.items():
+            assert _is(getattr(service, name), hint), (type(service).__name__, name)
+        for name in methods:
+            want = list(inspect.signature(getattr(Service, name)).parameters.values())
+            got = list(inspect.signature(getattr(type(service), name)).parameters.values())
+            where = (type(service).__name__, name)
+            assert [p.name for p in got[:len(want)]] == [p.name for p in want], where
+            for w, g in zip(want, got):
+                assert g.kind == w.kind and (w.default is w.empty or g.default == w.default), where
+                assert w.annotation is w.empty or g.annotation in (g.empty, w.annotation), where
+            assert all(g.default is not g.empty for g in got[len(want):]), where  # extras are optional
+    assert not isinstance(WhiteBox.behind(local), Service)
+    # The same model behind both: the same published tokenizer, embeddings and sizes.
+    for name in ("kind", "mask_token", "hidden_size", "num_layers", "num_classes", "vocab_size"):
+        assert getattr(local, name) == getattr(remote, name), name
+    ids = local.token_ids(TEXTS[0])
+    assert remote.token_ids(TEXTS[0]) == ids and remote.token_strings(ids) == local.token_strings(ids)
+    np.testing.assert_array_equal(remote.token_embeddings(ids), local.token_embeddings(ids))
+    assert local.encode(TEXTS, [0, 1, 0, 1]).pieces == remote.encode(TEXTS, [0, 1, 0, 1]).pieces

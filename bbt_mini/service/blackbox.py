@@ -20,8 +20,8 @@ Prompts come in two shapes:
   layer ``l``.
 
 **What a provider would have to publish** for BBT and BBTv2 to work, and all the tuner may
-use: the model's name and kind (:attr:`BlackBox.model_name`, :attr:`BlackBox.kind`), the
-number format and device it runs on, its mask token, hidden size, number of layers and
+use (:class:`bbt_mini.service.base.Service`): the model's name and kind (:attr:`BlackBox.model_name`,
+:attr:`BlackBox.kind`), the number format and device it runs on, its mask token, hidden size, number of layers and
 length limit, its tokenizer (:meth:`BlackBox.token_ids`, :meth:`BlackBox.token_strings`),
 some word embeddings (:meth:`BlackBox.token_embeddings`: BBT's ``p0``), the statistics of
 its word embeddings and hidden states (:meth:`BlackBox.embedding_stats`,
@@ -35,7 +35,6 @@ Where the work is done: :mod:`bbt_mini.lm.encoding` (tokenising once, length gro
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -43,9 +42,9 @@ import torch
 
 from ..core.metrics import LOSSES, check_loss
 from ..core.settings import dtype_name
-from ..lm.encoding import Batch, encode
+from ..lm.encoding import Batch
 from ..lm.models import LanguageModel
-from .base import check_budget, check_label_ids, check_prompts
+from .base import Meter, Response, ServiceBase, check_budget, check_label_ids, check_prompts
 from .forward import CACHE_BYTES, Forward
 
 __all__ = ["BlackBox", "Meter", "Response", "model_behind"]
@@ -53,31 +52,7 @@ __all__ = ["BlackBox", "Meter", "Response", "model_behind"]
 BYTES_PER_FLOAT = 4  # a client sends and receives float32
 
 
-@dataclass
-class Meter:
-    """What the service has been used for, as a provider would bill it."""
-
-    calls: int = 0  # candidate prompts x batches of examples (the papers' API calls)
-    requests: int = 0  # times the service was invoked (one population = one request)
-    examples: int = 0  # (candidate, example) pairs scored
-    tokens: int = 0  # tokens processed, prompt vectors included
-    wall_s: float = 0.0  # seconds spent inside the service
-    bytes_up: int = 0  # prompts (float32) and texts (UTF-8) sent by the client
-    bytes_down: int = 0  # logits and losses (float32) sent back
-
-    def snapshot(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Response:
-    """What one request returns: ``logits`` (n, examples, classes) and ``loss`` (n,)."""
-
-    logits: np.ndarray
-    loss: np.ndarray
-
-
-class BlackBox:
+class BlackBox(ServiceBase):
     """A frozen model as a service: prompts and examples in, label-word logits and loss out.
 
     Parameters
@@ -100,6 +75,7 @@ class BlackBox:
                  cache_prompt: bool = True, cache_bytes: int = CACHE_BYTES):
         check_loss(loss)
         self._lm = lm
+        self._tokenizer = lm.tokenizer
         self.label_words = tuple(label_words)
         ids = [lm.token_id(w) for w in label_words]
         check_label_ids(label_words, ids)
@@ -151,21 +127,9 @@ class BlackBox:
         return self._lm.max_length
 
     @property
-    def num_classes(self) -> int:
-        return len(self.label_words)
-
-    @property
     def vocab_size(self) -> int:
         """How many rows the input-embedding table has (token ids run from 0 to this minus 1)."""
         return self._lm.model.get_input_embeddings().num_embeddings
-
-    def token_ids(self, text: str) -> list[int]:
-        """The token ids of ``text``, without special tokens (how the provider's tokenizer splits it)."""
-        return self._lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
-        """The vocabulary entries of some token ids."""
-        return self._lm.tokenizer.convert_ids_to_tokens(list(token_ids))
 
     def token_embeddings(self, token_ids: Sequence[int]) -> np.ndarray:
         """Word embeddings of some tokens (what BBT's ``p0`` is made of), float32 (len, hidden)."""
@@ -204,11 +168,6 @@ class BlackBox:
         return stats
 
     # ------------------------------------------------------------------ the call
-
-    def encode(self, texts: Sequence, labels: Sequence[int]) -> Batch:
-        """Tokenise examples once. ``texts``: strings (the prompt goes before each), or
-        ``(before, after)`` pairs (causal LMs: the prompt goes between; ``before`` is cached)."""
-        return encode(self._lm.tokenizer, self.kind, texts, labels, self.num_classes)
 
     def __call__(self, prompts, batch: Batch, loss: str | None = None) -> Response:
         """Evaluate ``n`` candidate prompts on ``batch``: ``n`` API calls."""

@@ -1,11 +1,12 @@
 """How a prompt enters the frozen model: the forward strategies behind the service.
 
-Read :meth:`Forward.logits` first. A prompt of ``L`` vectors enters through the model's
-public API only (no copied modeling code):
+Read :meth:`Forward.logits` first. Candidate prompts travel as one :class:`Prompt` (the
+input-level prompt, the deep one or none, and where it goes); a prompt of ``L`` vectors enters
+through the model's public API only (no copied modeling code), by one of three strategies:
 
 * **prepend** (:meth:`Forward.prepend`): ``[head, prompt, text]`` as ``inputs_embeds``, every
   (candidate, example) pair in one forward (masked LMs, or causal LMs without the cache);
-* **prompt cache** (:meth:`Forward.prompt_cache` then :meth:`Forward.text_on_cache`), causal LMs:
+* **prompt cache** (:meth:`Forward.on_cache`), causal LMs:
   the keys and values of ``[head, prompt]`` are computed once per candidate and passed as
   ``past_key_values`` under every example (exact: the prompt cannot see the text after it);
 * **between** (:meth:`Forward.between`), causal LMs: ``[before, prompt, after]``, the keys and
@@ -19,6 +20,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -105,6 +107,39 @@ class DeepPrompt:
         _remove_all(self._handles)
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """Candidate prompts as one forward takes them: what goes in with the input, what is added inside, and where.
+
+    ``shallow``: (n, L, H), the input-level prompt in word-embedding space. ``deep``: BBTv2's deep
+    prompt (n, layers, L, H), whose entry 0 is ``shallow`` and whose entry ``l >= 1`` is added at the
+    prompt positions entering layer ``l``; ``None`` for a shallow prompt. ``placement``: ``"prepend"``
+    (after the head, before the text) or ``"between"`` (between an example's two texts).
+    """
+
+    shallow: torch.Tensor
+    deep: torch.Tensor | None
+    placement: str
+
+    @classmethod
+    def of(cls, prompts: torch.Tensor, batch: Batch) -> "Prompt":
+        """``prompts`` (n, L, H) or deep ones (n, layers, L, H), placed as ``batch`` was encoded."""
+        deep = prompts if prompts.dim() == 4 else None
+        return cls(prompts if deep is None else prompts[:, 0], deep, "prepend" if batch.before is None else "between")
+
+    def __len__(self) -> int:
+        return self.shallow.shape[0]
+
+    @property
+    def length(self) -> int:
+        """``L``: the prompt's vectors."""
+        return self.shallow.shape[1]
+
+    def __getitem__(self, chunk: slice) -> "Prompt":
+        """The candidates in ``chunk``."""
+        return Prompt(self.shallow[chunk], None if self.deep is None else self.deep[chunk], self.placement)
+
+
 # Defaults of a forward on a GPU and on a CPU (see BlackBox): examples per length group and tokens per forward.
 GROUP_SIZE = {"cuda": 1_000_000, "cpu": 4}
 MAX_TOKENS = {"cuda": 262_144, "cpu": 4_096}
@@ -119,12 +154,13 @@ class Forward:
     (causal LMs). ``cache_bytes``: the most bytes of a batch's text keys/values (placement "between")
     kept for reuse; past it they are computed per call.
 
-    Three strategies, one per way a prompt meets the text (:meth:`logits` picks one per batch):
+    Three strategies, one method each, picked from :attr:`STRATEGIES` by the prompt's placement and
+    ``cache_prompt``; each yields the hidden states at the read-out tokens, group by group:
 
-    * :meth:`read_prepend`: ``[head, prompt, text]`` in one forward (masked LMs; no cache);
-    * :meth:`read_on_cache`: ``[head, prompt]`` once per candidate, every text on its keys/values
+    * :meth:`prepend`: ``[head, prompt, text]`` in one forward (masked LMs; no cache);
+    * :meth:`on_cache`: ``[head, prompt]`` once per candidate, every text on its keys/values
       (causal LMs: the prompt cannot see the text);
-    * :meth:`read_between`: ``[before (cached), prompt, after]`` (causal LMs, placement "between").
+    * :meth:`between`: ``[before (cached), prompt, after]`` (causal LMs, placement "between").
 
     BBTv2's deep prompts ride along in each through :class:`DeepPrompt`.
     """
@@ -155,19 +191,18 @@ class Forward:
         """(n, B, C) label-word logits of ``prompts`` (n, L, H) or deep ones (n, layers, L, H).
 
         Candidates go in chunks that keep a forward within ``max_tokens``; each chunk meets every
-        length group of the batch through one strategy, which returns the read-out hidden states.
+        length group of the batch through one strategy, which yields the read-out hidden states.
         """
-        deep = prompts if prompts.dim() == 4 else None
-        shallow = prompts[:, 0] if deep is not None else prompts  # the input-level prompt (n, L, H)
-        self.check_length(batch, shallow.shape[1])
-        groups = [(idx, *self.pad([batch.pieces[i] for i in idx])) for idx in self.groups(batch, shallow.shape[1])]
-        read = self.read_between if batch.before is not None else \
-            self.read_on_cache if self.cache_prompt else self.read_prepend
-        out = torch.empty(len(shallow), len(batch), len(self.label_ids), device=self.lm.device)
-        for chunk in self.chunks(len(shallow), batch, groups, shallow.shape[1]):
-            for idx, hidden in read(shallow[chunk], None if deep is None else deep[chunk], batch, groups):
+        prompt = Prompt.of(prompts, batch)
+        self.check_length(batch, prompt.length)
+        groups = [(idx, *self.pad([batch.pieces[i] for i in idx])) for idx in self.groups(batch, prompt.length)]
+        strategy = self.STRATEGIES[prompt.placement, self.cache_prompt]
+        out = torch.empty(len(prompt), len(batch), len(self.label_ids), device=self.lm.device)
+        for chunk in self.chunks(len(prompt), batch, groups, prompt.length):
+            part = prompt[chunk]
+            for idx, hidden in strategy(self, part, batch, groups):
                 logits = self.lm.head_logits(hidden, self.label_ids).float()
-                out[chunk, torch.as_tensor(idx, device=self.lm.device)] = logits.view(len(shallow[chunk]), len(idx), -1)
+                out[chunk, torch.as_tensor(idx, device=self.lm.device)] = logits.view(len(part), len(idx), -1)
         return out
 
     def chunks(self, n: int, batch: Batch, groups: list, L: int) -> list[slice]:
@@ -185,48 +220,63 @@ class Forward:
     def _head_emb(self, batch: Batch):
         return self.lm.embed(torch.tensor(batch.head, dtype=torch.long, device=self.lm.device)) if batch.head else None
 
-    def read_prepend(self, prompt, deep, batch: Batch, groups: list):
-        """``[head, prompt, text]``: every (candidate, example) of a group in one forward."""
-        head_emb = self._head_emb(batch)
-        for idx, ids, mask in groups:
-            h = self.prepend(prompt, deep, head_emb, ids, mask)
-            yield idx, self._at(h, batch, idx, len(prompt), prompt.shape[1] + len(batch.head))
-
-    def read_on_cache(self, prompt, deep, batch: Batch, groups: list):
-        """``[head, prompt]``'s keys/values once per candidate, then every group's texts on top of them."""
-        prompt_kv = self.prompt_cache(prompt, deep, self._head_emb(batch))
-        for idx, ids, _ in groups:
-            yield idx, self._at(self.text_on_cache(prompt_kv, ids, len(prompt)), batch, idx, len(prompt), 0)
-
-    def read_between(self, prompt, deep, batch: Batch, groups: list):
-        """``[before (cached), prompt, after]``: the read-out token is in ``after``, behind the prompt."""
-        for idx, ids, mask in groups:
-            h = self.between(prompt, deep, batch, idx, ids, mask)
-            yield idx, self._at(h, batch, idx, len(prompt), prompt.shape[1])
-
     def _with_head(self, prompt: torch.Tensor, head_emb) -> torch.Tensor:
         if head_emb is None:
             return prompt
         return torch.cat([head_emb.unsqueeze(0).expand(prompt.shape[0], -1, -1), prompt], 1)
 
-    def prepend(self, prompt, deep, head_emb, ids, mask) -> torch.Tensor:
-        """[head, prompt, text] for every (candidate, example) in one forward."""
-        nc, L, H = prompt.shape
-        Bg = ids.shape[0]
-        x = torch.cat([self._with_head(prompt, head_emb).unsqueeze(1).expand(-1, Bg, -1, -1),
-                       self.lm.embed(ids).unsqueeze(0).expand(nc, -1, -1, -1)], 2).reshape(nc * Bg, -1, H)
-        head = 0 if head_emb is None else head_emb.shape[0]
-        full_mask = torch.cat([torch.ones(Bg, head + L, dtype=mask.dtype, device=mask.device), mask], 1).repeat(nc, 1)
-        with self.deep.adding(deep, head):
-            return self.lm.body(inputs_embeds=x, attention_mask=full_mask).last_hidden_state
+    # ------------------------------------------------------------------ the strategies
 
-    def prompt_cache(self, prompt, deep, head_emb) -> tuple:
-        """Causal LMs: the keys/values of [head, prompt] for each candidate (the prompt cannot see the text)."""
-        L = prompt.shape[1]
-        x = self._with_head(prompt, head_emb)
+    def prepend(self, prompt: Prompt, batch: Batch, groups: list):
+        """``[head, prompt, text]``: every (candidate, example) of a group in one forward."""
+        head_emb = self._head_emb(batch)
+        nc, L, H = prompt.shallow.shape
+        head = len(batch.head)
+        for idx, ids, mask in groups:
+            Bg = ids.shape[0]
+            x = torch.cat([self._with_head(prompt.shallow, head_emb).unsqueeze(1).expand(-1, Bg, -1, -1),
+                           self.lm.embed(ids).unsqueeze(0).expand(nc, -1, -1, -1)], 2).reshape(nc * Bg, -1, H)
+            attn = torch.cat([torch.ones(Bg, head + L, dtype=mask.dtype, device=mask.device), mask], 1).repeat(nc, 1)
+            with self.deep.adding(prompt.deep, head):
+                h = self.lm.body(inputs_embeds=x, attention_mask=attn).last_hidden_state
+            yield idx, self._at(h, batch, idx, nc, L + head)
+
+    def on_cache(self, prompt: Prompt, batch: Batch, groups: list):
+        """Causal LMs: ``[head, prompt]``'s keys/values once per candidate (the prompt cannot see the
+        text), then every group's texts on top of them."""
+        prompt_kv = self.prompt_cache(prompt, self._head_emb(batch))
+        for idx, ids, _ in groups:
+            yield idx, self._at(self.text_on_cache(prompt_kv, ids, len(prompt)), batch, idx, len(prompt), 0)
+
+    def between(self, prompt: Prompt, batch: Batch, groups: list):
+        """Causal LMs: ``[before (cached), prompt, after]``; the read-out token is in ``after``, behind the prompt."""
+        nc, L, H = prompt.shallow.shape
+        for idx, ids, mask in groups:
+            Bg, Ta = ids.shape
+            kv, b_mask = self.before_cache(batch, idx)
+            kv = [(k.repeat(nc, 1, 1, 1), v.repeat(nc, 1, 1, 1)) for k, v in kv]
+            x = torch.cat([prompt.shallow.unsqueeze(1).expand(-1, Bg, -1, -1),
+                           self.lm.embed(ids).unsqueeze(0).expand(nc, -1, -1, -1)], 2).reshape(nc * Bg, L + Ta, H)
+            attn = torch.cat([b_mask, torch.ones(Bg, L, dtype=mask.dtype, device=mask.device), mask], 1).repeat(nc, 1)
+            start = b_mask.sum(1).repeat(nc)
+            positions = start[:, None] + torch.arange(L + Ta, device=ids.device)[None, :]
+            with self.deep.adding(prompt.deep, 0):
+                h = self.lm.body(inputs_embeds=x, attention_mask=attn, position_ids=positions,
+                                 **{self._cache_kw: _new_cache(self.lm.model.config, kv)}).last_hidden_state
+            yield idx, self._at(h, batch, idx, nc, L)
+
+    # How a prompt meets the text, by (placement, prompt cache): one strategy each.
+    STRATEGIES = {("prepend", False): prepend, ("prepend", True): on_cache,
+                  ("between", False): between, ("between", True): between}
+
+    # ------------------------------------------------------------------ the keys/values the strategies reuse
+
+    def prompt_cache(self, prompt: Prompt, head_emb) -> tuple:
+        """Causal LMs: the keys/values of [head, prompt] for each candidate."""
+        x = self._with_head(prompt.shallow, head_emb)
         if x.shape[1] == 0:
             return [], 0
-        with self.deep.adding(deep, x.shape[1] - L):
+        with self.deep.adding(prompt.deep, x.shape[1] - prompt.length):
             out = self.lm.body(inputs_embeds=x, use_cache=True)
         return list(_kv_tensors(self._returned_cache(out))), x.shape[1]
 
@@ -261,20 +311,3 @@ class Forward:
             entry = ([(k.clone(), v.clone()) for k, v in _kv_tensors(self._returned_cache(out))], b_mask)
             batch.keep(key, entry, self.cache_bytes)
         return entry
-
-    def between(self, prompt, deep, batch: Batch, idx, ids, mask) -> torch.Tensor:
-        """Causal LMs: [before (cached), prompt, after] for every candidate."""
-        nc, L, H = prompt.shape
-        Bg, Ta = ids.shape
-        kv, b_mask = self.before_cache(batch, idx)
-        kv = [(k.repeat(nc, 1, 1, 1), v.repeat(nc, 1, 1, 1)) for k, v in kv]
-        x = torch.cat([prompt.unsqueeze(1).expand(-1, Bg, -1, -1),
-                       self.lm.embed(ids).unsqueeze(0).expand(nc, -1, -1, -1)], 2).reshape(nc * Bg, L + Ta, H)
-        attn = torch.cat([b_mask, torch.ones(Bg, L, dtype=mask.dtype, device=mask.device), mask], 1).repeat(nc, 1)
-        start = b_mask.sum(1).repeat(nc)
-        positions = start[:, None] + torch.arange(L + Ta, device=ids.device)[None, :]
-        if deep is not None:
-            deep = deep.repeat_interleave(Bg, 0)
-        with self.deep.adding(deep, 0):
-            return self.lm.body(inputs_embeds=x, attention_mask=attn, position_ids=positions,
-                                **{self._cache_kw: _new_cache(self.lm.model.config, kv)}).last_hidden_state

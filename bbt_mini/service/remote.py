@@ -1,13 +1,14 @@
 """A real Language-Model-as-a-Service: the black box behind an OpenAI-compatible HTTP server.
 
-:class:`RemoteService` has the interface the tuners use (:class:`bbt_mini.service.blackbox.BlackBox`'s:
-candidate prompts and examples in, label-word scores and a loss out, a :class:`Meter`), but
+:class:`RemoteService` has the interface the tuners use (:class:`bbt_mini.service.base.Service`, as
+the in-process black box: candidate prompts and examples in, label-word scores and a loss out, a
+:class:`Meter`), but
 the model runs in another process, here vLLM's OpenAI-compatible server
 (``python -m bbt_mini serve`` starts one). BBT and BBTv2's input-layer prompt run through it
 unchanged.
 
-Its parts, one idea each: :mod:`bbt_mini.service.base` (the checks every black box makes
-before it computes, shared with the in-process one), :mod:`bbt_mini.service.transport`
+Its parts, one idea each: :mod:`bbt_mini.service.base` (what every black box publishes and the
+checks it makes before it computes, shared with the in-process one), :mod:`bbt_mini.service.transport`
 (HTTP, retries, backoff, byte metering), :mod:`bbt_mini.service.fingerprint` (checking the
 served weights) and :mod:`bbt_mini.service.wire` (what the client holds and sends); this
 module is the client service that puts them together.
@@ -72,9 +73,8 @@ from transformers import AutoConfig, AutoTokenizer
 
 from ..core import settings
 from ..core.metrics import LOSSES, check_loss
-from ..lm.encoding import Batch, encode, single_token_id
-from .base import check_budget, check_label_ids, check_length, check_prompts
-from .blackbox import Meter, Response
+from ..lm.encoding import Batch, single_token_id
+from .base import Meter, Response, ServiceBase, check_budget, check_label_ids, check_length, check_prompts
 from .fingerprint import FINGERPRINT_TOLERANCE, PROBE_TEXT, canary_ids, canary_sequences, model_fingerprint
 from .transport import ServiceError, Transport
 from .wire import client_model, embedding_table, sequences, wire_bytes
@@ -82,7 +82,7 @@ from .wire import client_model, embedding_table, sequences, wire_bytes
 SUM_TOLERANCE = 1e-3  # |log sum_c p_c| above this: the scores are not renormalised over the label words
 
 
-class RemoteService:
+class RemoteService(ServiceBase):
     """The black box behind an OpenAI-compatible Completions endpoint (vLLM with ``--enable-prompt-embeds``).
 
     Parameters
@@ -127,7 +127,7 @@ class RemoteService:
         if getattr(config, "is_decoder", False) is False and "CausalLM" not in " ".join(config.architectures or []):
             raise ValueError(f"{model!r} is not a causal LM: the Completions API reads the next token only")
         self._config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self._tokenizer = AutoTokenizer.from_pretrained(self.folder)  # the client embeds the text itself
         self._table = embedding_table(self.folder)  # (vocab, hidden) float32: what the client must hold
         self._wire_dtype = getattr(torch, wire_dtype)
         self.model_name = str(model)
@@ -170,22 +170,12 @@ class RemoteService:
         return int(self._config.num_hidden_layers)
 
     @property
-    def num_classes(self) -> int:
-        return len(self.label_words)
-
-    @property
     def vocab_size(self) -> int:
         """How many rows the input-embedding table has."""
         return int(self._table.shape[0])
 
     def _single_token(self, word: str) -> int:
-        return single_token_id(self.tokenizer, word, self.model_name)
-
-    def token_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
-        return self.tokenizer.convert_ids_to_tokens(list(token_ids))
+        return single_token_id(self._tokenizer, word, self.model_name)
 
     def token_embeddings(self, token_ids: Sequence[int]) -> np.ndarray:
         return self._table[list(token_ids)].float().numpy()
@@ -197,9 +187,6 @@ class RemoteService:
     def hidden_stats(self, batch: Batch, clip_rounds: int = 5) -> np.ndarray:
         raise ServiceError("an OpenAI-compatible server returns no hidden states: BBTv2's normal sampler "
                            "(hidden-state statistics) and deep prompts need the in-process black box")
-
-    def encode(self, texts: Sequence, labels: Sequence[int]) -> Batch:
-        return encode(self.tokenizer, self.kind, texts, labels, self.num_classes)
 
     def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
         return self.transport.request(method, path, payload)
@@ -219,7 +206,7 @@ class RemoteService:
         info = next(m for m in listed if m.get("id") == self.served_name)
         self.max_length = info.get("max_model_len")
         theirs = self._tokenize()
-        ours = self.tokenizer(PROBE_TEXT)["input_ids"]
+        ours = self._tokenizer(PROBE_TEXT)["input_ids"]
         if theirs is not None and theirs != ours:
             raise ServiceError(f"the server's tokenizer differs from the client's ({self.folder}): {PROBE_TEXT!r} "
                                f"is {theirs[:12]}... there, {ours[:12]}... here; it serves another model")
@@ -229,8 +216,8 @@ class RemoteService:
     def _check_weights(self) -> None:
         """The canary request: a wrong hidden size is refused by the server, other weights by the fingerprint."""
         expected = model_fingerprint(self.folder) if self.fingerprint == "auto" else self.fingerprint
-        ids = list(expected["token_ids"]) if expected else canary_ids(self.tokenizer)
-        answer = self._scores(canary_sequences(self.tokenizer, self._table), ids)
+        ids = list(expected["token_ids"]) if expected else canary_ids(self._tokenizer)
+        answer = self._scores(canary_sequences(self._tokenizer, self._table), ids)
         if expected is None:
             warnings.warn(f"no fingerprint of {self.model_name}'s weights: only the server's model name, tokenizer "
                           "and hidden size were checked; a server with other weights of the same shape (a "
