@@ -13,9 +13,9 @@ experiment in the book has four sizes:
   dimension, population and shots, a quarter of their calls. The default on a GPU.
 * ``full``: the papers' settings (Sun et al., 2022a, Table 2), for those who choose it.
 
-How long a chapter takes in each profile is measured, not promised here: the README's
-table "Measured chapter times" is the one place (each chapter also prints its own
-estimate on the running device).
+How long a chapter takes in each profile is measured, not promised here: the table in
+``results/chapter-times.md`` is the one place (each chapter also prints its own estimate on
+the running device).
 
 Choose with the environment variable ``BBT_PROFILE`` or the ``name`` argument; by
 default ``colab`` when a CUDA GPU is present, otherwise ``small``. Settings that differ
@@ -77,18 +77,17 @@ FULL = Profile(name="full", prompt_length=50, intrinsic_dim=500, popsize=20, bud
                eval_every=100, test_size=None, seeds=(1, 2, 3), bbtv2_budget=8000, sampler="uniform", alpha=1.0)
 
 PROFILES = {
-    # Proves that each chapter executes (times: the README's measured table): not an experiment.
+    # Proves that each chapter executes (times: results/chapter-times.md): not an experiment.
     "ci": FULL.replace(name="ci", prompt_length=4, intrinsic_dim=16, popsize=4, budget=16, k_shot=2, eval_every=8,
                        test_size=20, seeds=(1, 2), bbtv2_budget=16),
     # Sized for 2 CPU cores with SmolLM2-135M on Rotten Tomatoes, so that a chapter takes 5-10
-    # minutes (issue 17; chapter 3's grid about 14, the README's table): 2 shots per class (4
-    # training sentences per call; a call's cost is its sentences: at 8 shots one BBT run took
-    # about 75 s on a bf16 CPU, 28 s at 2, measured) and 100 test sentences, which the verdict
-    # rule pairs, so their sampling noise is counted. What BBT gains at these sizes is measured
-    # by chapter 3 and tests/test_effect.py, not here.
+    # minutes (chapter 3's grid about 14; results/chapter-times.md): 2 shots per class (4
+    # training sentences per call: a call's cost is its sentences) and 100 test sentences, which
+    # the verdict rule pairs, so their sampling noise is counted. What BBT gains at these sizes
+    # is measured by chapter 3 and tests/test_effect.py, not here.
     "small": FULL.replace(name="small", prompt_length=10, intrinsic_dim=100, popsize=10, budget=100, k_shot=2,
                           eval_every=50, test_size=100, bbtv2_budget=100),
-    # A free Colab T4 (times: the README's measured table): the papers' L, d, population and
+    # A free Colab T4 (times: results/chapter-times.md): the papers' L, d, population and
     # shots; 2,000 calls, a quarter of the papers'.
     "colab": FULL.replace(name="colab", budget=2000, test_size=1000, bbtv2_budget=2000),
     "full": FULL,

@@ -173,8 +173,8 @@ def default_dtype(device: torch.device, dtype: str | torch.dtype | None = None) 
 
 def server_dtype() -> str:
     """The vLLM server's number format: the package's rule on a GPU (:func:`gpu_dtype`: float16 on a
-    Colab T4, where vLLM refuses bfloat16); float32 on a CPU (measured here: a CPU server without
-    native bf16 emulates it, slower)."""
+    Colab T4, where vLLM refuses bfloat16); float32 on a CPU (a CPU without native bf16 emulates it,
+    slower: results/2026-11-26-vllm-cpu-lmaas.md)."""
     if not torch.cuda.is_available():
         return "float32"
     return dtype_name(gpu_dtype(torch.cuda.get_device_capability()))

