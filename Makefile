@@ -43,9 +43,8 @@ test: lint
 serve: setup  # a real LMaaS: vLLM on the offline model, port 8011 (builds its own venv once)
 	$(BIN)/python -m bbt_mini serve
 
-sync:  # stamp each chapter's install cell (tools/stamp_install.py), rewrite its .ipynb, then tools/record.py sync
-	$(BIN)/python tools/stamp_install.py
-	$(BIN)/jupytext --to ipynb book/chapters/*.md book/appendix/*.md
+sync:  # each chapter's .ipynb from its .md (cell ids kept), then tools/record.py sync
+	$(BIN)/jupytext --quiet --update --to ipynb book/chapters/*.md book/appendix/*.md
 	$(BIN)/python tools/record.py sync  # recorded runs: each chapter's link line, the index, the toc, stale notes
 
 clean:
