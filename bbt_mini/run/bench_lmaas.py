@@ -1,7 +1,7 @@
 """Measure the remote black box (a vLLM server) against the in-process one, side by side in one run.
 
     python -m bbt_mini serve &        # or any OpenAI-compatible server with prompt embeddings
-    python tools/lmaas_bench.py --service http://127.0.0.1:8011/v1 --out lmaas.json
+    python -m bbt_mini.run.bench_lmaas --service http://127.0.0.1:8011/v1 --out lmaas.json
 
 Same candidates, same examples, both services: calls per second, the label words'
 log-probabilities' agreement (max and mean gap, same argmax), bytes per call on the wire
@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def call_rate(service, prompts, batch, repeats: int) -> tuple[float, object]:
@@ -128,7 +126,8 @@ def label_logp(logits: np.ndarray) -> np.ndarray:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bbt_mini.run.bench_lmaas", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--service", default="http://127.0.0.1:8011/v1")
     parser.add_argument("--api-key", default=os.environ.get("BBT_API_KEY"))
     parser.add_argument("--candidates", type=int, default=8)
@@ -147,7 +146,7 @@ def main(argv=None) -> dict:
     if args.start:
         import urllib.parse
 
-        from bbt_mini.run import server
+        from . import server
 
         port = urllib.parse.urlsplit(args.service).port or server.DEFAULT_PORT
         log = Path(args.out or "lmaas").with_suffix(".server.log")
@@ -164,12 +163,12 @@ def main(argv=None) -> dict:
 def measure(args) -> dict:
     import torch
 
-    from bbt_mini.core.profiles import get_profile
-    from bbt_mini.lm.loading import load_model
-    from bbt_mini.methods import registry
-    from bbt_mini.methods.bbt import run_bbt
-    from bbt_mini.run.prepare import prepare
-    from bbt_mini.service.remote import RemoteService
+    from ..core.profiles import get_profile
+    from ..lm.loading import load_model
+    from ..methods import registry
+    from ..methods.bbt import run_bbt
+    from ..service.remote import RemoteService
+    from .prepare import prepare
 
     torch.manual_seed(0)
     lm = load_model("smollm2", device="cpu", dtype=torch.float32)
