@@ -24,6 +24,7 @@ CACHE_KEY = $${BBT_PROFILE:-default} $$(find bbt_mini -name '*.py' | sort | xarg
 book: setup
 	@key="$(CACHE_KEY)"; if [ "$$(cat _build/.jupyter_cache.key 2>/dev/null)" != "$$key" ]; then \
 	  rm -rf _build/.jupyter_cache && mkdir -p _build && echo "$$key" > _build/.jupyter_cache.key; fi
+	$(BIN)/python tools/record.py cache  # fresh GPU recordings are shown as recorded, not executed
 	$(BIN)/jupyter-book build book/
 
 lint: setup
@@ -43,9 +44,9 @@ test: lint
 serve: setup  # a real LMaaS: vLLM on the offline model, port 8011 (builds its own venv once)
 	$(BIN)/python -m bbt_mini serve
 
-sync:  # each chapter's .ipynb from its .md (cell ids kept), then tools/record.py sync
+sync:  # each chapter's .ipynb from its .md (cell ids kept); which GPU recordings are stale
 	$(BIN)/jupytext --quiet --update --to ipynb book/chapters/*.md book/appendix/*.md
-	$(BIN)/python tools/record.py sync  # recorded runs: each chapter's link line, the index, the toc, stale notes
+	$(BIN)/python tools/record.py status
 
 clean:
 	rm -rf _build book/_build
