@@ -202,11 +202,14 @@ def step_chapters(out: Path, names: list[str], timeout: int, keep: Path | None =
                           "profile": done[nb.stem]["profile"], "wall_s": round(wall, 1),
                           "command": f"{os.environ.get('BBT_LEASE_COMMAND', 'tools/gpu/check.py')}: pytest "
                                      + " ".join(cmd[4:])}
-            rec = record.recording(nbformat.reads(executed.decode(), as_version=4),
-                                   nbformat.reads(original.decode(), as_version=4), provenance, ROOT)
-            keep.mkdir(parents=True, exist_ok=True)
-            nbformat.write(rec, keep / nb.name)
-            done[nb.stem]["recorded"] = nb.name
+            try:
+                rec = record.recording(nbformat.reads(executed.decode(), as_version=4),
+                                       nbformat.reads(original.decode(), as_version=4), provenance, ROOT)
+                keep.mkdir(parents=True, exist_ok=True)
+                nbformat.write(rec, keep / nb.name)
+                done[nb.stem]["recorded"] = nb.name
+            except ValueError as error:  # too large, or not the chapter's code
+                done[nb.stem]["recorded"] = f"not recorded: {error}"
         write(path.parent, path.stem, {"chapters": done})
         finished.append(nb.stem)
     return finished
