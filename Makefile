@@ -25,6 +25,7 @@ CACHE_KEY = $${BBT_PROFILE:-default} $$($(BIN)/python -m bbt_mini.core.source)
 book: setup
 	@key="$(CACHE_KEY)"; if [ "$$(cat _build/.jupyter_cache.key 2>/dev/null)" != "$$key" ]; then \
 	  rm -rf _build/.jupyter_cache && mkdir -p _build && echo "$$key" > _build/.jupyter_cache.key; fi
+	$(BIN)/python tools/record.py cache  # fresh GPU recordings are shown as recorded, not executed
 	$(BIN)/jupyter-book build book/
 
 lint: setup
@@ -44,10 +45,9 @@ test: lint
 serve: setup  # a real LMaaS: vLLM on the offline model, port 8011 (builds its own venv once)
 	$(BIN)/python -m bbt_mini serve
 
-sync:  # stamp each chapter's install cell (tools/stamp_install.py), rewrite its .ipynb, then tools/record.py sync
-	$(BIN)/python tools/stamp_install.py
-	$(BIN)/jupytext --to ipynb book/chapters/*.md book/appendix/*.md
-	$(BIN)/python tools/record.py sync  # recorded runs: each chapter's link line, the index, the toc, stale notes
+sync:  # each chapter's .ipynb from its .md (cell ids kept); which GPU recordings are stale
+	$(BIN)/jupytext --quiet --update --to ipynb book/chapters/*.md book/appendix/*.md
+	$(BIN)/python tools/record.py status
 
 clean:
 	rm -rf _build book/_build

@@ -97,3 +97,16 @@ def test_peak_memory_on_a_cpu_is_the_process_high_water_mark():
     high = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) * 1024  # kB
     assert peak_memory() == pytest.approx(high, abs=2**25)
     assert peak_memory(torch.device("cpu")) == pytest.approx(high, abs=2**25)
+
+
+def test_the_service_benchmark_scores_one_example_alone_as_in_the_whole_batch(tiny_causal_setup, tiny_causal):
+    """bbt_mini.run.bench_lmaas times the black box one sequence per forward against all at once:
+    the same logits either way, and call_rate returns the service's answer with a positive rate."""
+    from bbt_mini.run.bench_lmaas import call_rate, one_example
+
+    service, batch = tiny_causal_setup.service, tiny_causal_setup.train
+    P = (0.5 * np.random.default_rng(2).standard_normal((2, 4, tiny_causal.hidden_size))).astype(np.float32)
+    rate, whole = call_rate(service, P, batch, repeats=2)
+    assert rate > 0 and whole.logits.shape == (2, len(batch.labels), len(service.label_words))
+    for i in range(len(batch.labels)):
+        np.testing.assert_allclose(service(P, one_example(batch, i)).logits[:, 0], whole.logits[:, i], atol=1e-5)

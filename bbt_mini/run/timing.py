@@ -138,19 +138,19 @@ class Plan:
         return "\n".join(lines)
 
 
-# What tools/gpu_check.py recorded of each chapter on a GPU: package data (pyproject.toml), so an
+# What tools/gpu/check.py recorded of each chapter on a GPU: package data (pyproject.toml), so an
 # installed package has it too.
 RECORD = Path(__file__).with_name("gpu_chapters.json")
 
 
 def recorded_gpu_time(chapter: str, path: Path = RECORD) -> str:
-    """What tools/gpu_check.py recorded for ``chapter`` on a GPU (a line), if ``path`` has it."""
+    """What tools/gpu/check.py recorded for ``chapter`` on a GPU (a line), if ``path`` has it."""
     if not path.exists():
         return f"  recorded on a GPU: nothing for {chapter} (no {path})"
     record = json.loads(path.read_text())
     c = record["chapters"].get(chapter)
     if c is None:
-        return f"  recorded on a GPU: not yet for {chapter} (tools/gpu_check.py chapters {chapter})"
+        return f"  recorded on a GPU: not yet for {chapter} (tools/gpu/check.py chapters {chapter})"
     outcome = "finished" if c["passed"] else f"FAILED (see {path.name})"
     return (f"  recorded on a GPU: {outcome} in {c['wall_s'] / 60:.1f} min on {record['machine']['device']}, "
             f"{c['profile']} profile, {record['date']} (`{c['command']}`)")

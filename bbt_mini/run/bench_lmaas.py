@@ -1,7 +1,7 @@
 """Measure the remote black box (a vLLM server) against the in-process one, side by side in one run.
 
     python -m bbt_mini serve &        # or any OpenAI-compatible server with prompt embeddings
-    python tools/lmaas_bench.py --service http://127.0.0.1:8011/v1 --out lmaas.json
+    python -m bbt_mini.run.bench_lmaas --service http://127.0.0.1:8011/v1 --out lmaas.json
 
 Same candidates, same examples, both services: calls per second, the label words'
 log-probabilities' agreement (max and mean gap, same argmax), bytes per call on the wire
@@ -19,15 +19,26 @@ a server). ``--start`` starts the server itself (``--server-args`` passes vLLM f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import threading
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ..core.profiles import get_profile
+from ..lm.loading import load_model
+from ..methods import registry
+from ..methods.bbt import run_bbt
+from ..service.remote import RemoteService
+from . import server
+from .prepare import prepare
 
 
 def call_rate(service, prompts, batch, repeats: int) -> tuple[float, object]:
@@ -44,9 +55,6 @@ class Metrics:
     """vLLM's Prometheus counters (``/metrics``, beside ``/v1``), polled in a thread while requests run."""
 
     def __init__(self, url: str, api_key: str | None):
-        import threading
-        import urllib.parse
-
         parts = urllib.parse.urlsplit(url)
         self.url = urllib.parse.urlunsplit(parts._replace(path="/metrics"))
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -55,8 +63,6 @@ class Metrics:
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def read(self) -> dict:
-        import urllib.request
-
         values = {}
         with urllib.request.urlopen(urllib.request.Request(self.url, headers=self.headers), timeout=5) as r:
             for line in r.read().decode().splitlines():
@@ -89,8 +95,6 @@ class Metrics:
 
 def one_example(batch, i: int):
     """Example ``i`` of ``batch`` alone."""
-    import dataclasses
-
     return dataclasses.replace(batch, labels=batch.labels[i:i + 1], pieces=[batch.pieces[i]],
                                readout=batch.readout[i:i + 1], _cache={},
                                before=None if batch.before is None else [batch.before[i]])
@@ -128,7 +132,8 @@ def label_logp(logits: np.ndarray) -> np.ndarray:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bbt_mini.run.bench_lmaas", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--service", default="http://127.0.0.1:8011/v1")
     parser.add_argument("--api-key", default=os.environ.get("BBT_API_KEY"))
     parser.add_argument("--candidates", type=int, default=8)
@@ -145,10 +150,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if args.start:
-        import urllib.parse
-
-        from bbt_mini.run import server
-
         port = urllib.parse.urlsplit(args.service).port or server.DEFAULT_PORT
         log = Path(args.out or "lmaas").with_suffix(".server.log")
         t0 = time.perf_counter()
@@ -162,15 +163,6 @@ def main(argv=None) -> dict:
 
 
 def measure(args) -> dict:
-    import torch
-
-    from bbt_mini.core.profiles import get_profile
-    from bbt_mini.lm.loading import load_model
-    from bbt_mini.methods import registry
-    from bbt_mini.methods.bbt import run_bbt
-    from bbt_mini.run.prepare import prepare
-    from bbt_mini.service.remote import RemoteService
-
     torch.manual_seed(0)
     lm = load_model("smollm2", device="cpu", dtype=torch.float32)
     local_setup = prepare("rotten_tomatoes", lm, seed=args.seed, profile=args.profile, test_size=args.examples)

