@@ -1,10 +1,11 @@
 """The package's layers, read from its own imports (no module is imported to check it).
 
 Ground up: ``core < data < lm < service < methods < run < book < __main__`` (the README's
-package table). A module may import from its own layer or below, never from above; no two
-modules import each other in a circle, within a layer either; an import inside a function
-is only for an optional third-party package (one a reader may not have installed), never to
-hide an import that runs back up.
+package table), and on top ``minimal`` (BBT and BBTv2 on one screen), which may import from
+every layer and which no module imports. A module may import from its own layer or below,
+never from above; no two modules import each other in a circle, within a layer either; an
+import inside a function is only for an optional third-party package (one a reader may not
+have installed), never to hide an import that runs back up.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bbt_mini"
-LAYERS = ("core", "data", "lm", "service", "methods", "run", "book", "__main__")
+LAYERS = ("core", "data", "lm", "service", "methods", "run", "book", "__main__", "minimal")
 # Imported inside functions on purpose: not every install has them (the hub extra, the
 # server's own environment, the book's builder, notebooks).
 OPTIONAL = {"datasets", "vllm", "matplotlib", "myst_nb", "ray", "IPython"}
@@ -226,6 +227,15 @@ def test_the_checker_catches_a_planted_upward_import():
     hidden = _synthetic(**{"core.a": "def g():\n    from bbt_mini.methods import m\n", "methods.m": ""})
     problems = check(hidden)
     assert any("inside a function" in p for p in problems) and any("above core" in p for p in problems)
+
+
+def test_minimal_may_import_any_layer_and_no_module_may_import_it():
+    top = _synthetic(**{"core.a": "x = 1\n", "methods.m": "y = 2\n",
+                        "minimal": "from bbt_mini.core.a import x\nfrom .methods.m import y\n"})
+    assert check(top) == []
+    for user in ("__main__", "run.r", "core.b"):
+        planted = _synthetic(**{"minimal": "x = 1\n", user: "from bbt_mini.minimal import x\n"})
+        assert check(planted) == [f"bbt_mini.{user}:1 imports bbt_mini.minimal: minimal is above {user.split('.')[0]}"]
 
 
 def test_the_checker_catches_a_cycle_and_a_lazy_required_package():
