@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,14 +17,17 @@ from .book.notebook import compare
 from .core.paper import per_seed
 from .core.profiles import PROFILES, get_profile
 from .core.results import to_json
-from .core.settings import DEFAULT_MAX_MODEL_LEN, DEFAULT_PORT, DTYPE_NAMES, DTYPES
+from .core.settings import API_KEY_ENV, DEFAULT_MAX_MODEL_LEN, DEFAULT_PORT, DTYPE_NAMES, DTYPES
 from .data.tasks import TASKS, csv_task
 from .lm.loading import load_model
 from .methods.bbt import BBTConfig, settings
 from .methods.experiment import PLACEMENTS
+from .methods.registry import METHODS
 from .run import grid as grids
 from .run import runs, server
-from .run.runs import CONFIG_FIELDS, METHODS
+from .run.spec import RunSpec
+
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))  # the tuners' settings: one flag each
 
 
 def parse_labels(text: str) -> dict:
@@ -66,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--csv", help="your own data: a CSV file with a `label` column and the template's columns")
     run.add_argument("--template", help='with --csv: e.g. "Review: {text} It was" ({column} names a CSV column)')
     run.add_argument("--labels", help='with --csv: e.g. "negative:bad,positive:great" (label value:label word)')
-    run.add_argument("--method", default="bbt", choices=METHODS)
+    run.add_argument("--method", default="bbt", choices=tuple(METHODS))
     run.add_argument("--model", default="smollm2", help="smollm2 (offline), a hub name or a local folder")
     run.add_argument("--seed", type=int, default=1, help="seed of the split and the search (from 1)")
     run.add_argument("--profile", choices=sorted(PROFILES), help="experiment size (default: $BBT_PROFILE, or "
@@ -109,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def grid_flags(grid: argparse.ArgumentParser) -> None:
     grid.add_argument("--tasks", nargs="+", required=True, help="registered tasks (see `tasks`)")
-    grid.add_argument("--methods", nargs="+", required=True, choices=METHODS)
+    grid.add_argument("--methods", nargs="+", required=True, choices=tuple(METHODS))
     grid.add_argument("--seeds", nargs="+", type=int, required=True, help="seeds (from 1)")
     grid.add_argument("--profile", choices=sorted(PROFILES), help="experiment size (default: $BBT_PROFILE, or "
                       "colab on a GPU and small on a CPU)")
@@ -186,20 +190,20 @@ def run(args) -> dict:
         raise ValueError("--resume needs --checkpoint")
     if args.api_key and not args.service:
         raise ValueError("--api-key goes with --service")
-    config = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name) is not None}
-    method_kw = {name: getattr(args, name) for name in ("steps", "per_class") if getattr(args, name) is not None}
-    test_size = "profile" if args.test_size is None else args.test_size
-    runs.check_options(args.method, config, method_kw, args.checkpoint, args.k, test_size)
+    names = (*CONFIG_FIELDS, "steps", "per_class")
+    config = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    spec = RunSpec(args.method, args.task or args.csv, args.model, args.seed, args.profile, config=config, k=args.k,
+                   test_size="profile" if args.test_size is None else args.test_size, variant=args.variant,
+                   placement=args.placement, device=args.device, dtype=args.dtype, service=args.service)
+    runs.check_checkpoint(spec, args.checkpoint)
     check_paths(args)
-    task = args.task
-    if args.csv:
+    if args.csv:  # the CSV's task, once read, takes the place of its path
         labels = parse_labels(args.labels)
         kind = "causal" if args.service else load_model(args.model, device=args.device, dtype=args.dtype).kind
-        task = csv_task(args.csv, args.template, labels, kind=kind)
-    return runs.run(args.method, task, args.model, args.seed, args.profile, variant=args.variant,
-                      placement=args.placement, k=args.k, test_size=test_size, checkpoint=args.checkpoint,
-                      resume=args.resume, progress=not args.quiet, device=args.device, dtype=args.dtype,
-                      method_kw=method_kw, service=args.service, api_key=args.api_key, **config)
+        spec = dataclasses.replace(spec, task=csv_task(args.csv, args.template, labels, kind=kind))
+    if args.api_key:  # a secret: it reaches the run through this process's environment, never through the spec
+        os.environ[API_KEY_ENV] = args.api_key
+    return runs.run(spec, args.checkpoint, args.resume, not args.quiet)
 
 
 def list_tasks() -> None:

@@ -114,7 +114,7 @@ def test_bad_configs_are_refused(setup, bad, match):
 def test_config_sizes_come_from_the_profile_and_bbtv2_takes_its_own_budget():
     from bbt_mini.core.profiles import PROFILES
 
-    p = PROFILES["small"].replace(bbtv2_budget=70, sampler="uniform")
+    p = PROFILES["small"].replace(bbtv2_budget=70)
     bbt, v2 = BBTConfig.from_profile(p), BBTv2Config.from_profile(p, popsize=5)
     assert (bbt.prompt_length, bbt.intrinsic_dim, bbt.popsize, bbt.budget, bbt.eval_every, bbt.sampler) == \
         (p.prompt_length, p.intrinsic_dim, p.popsize, p.budget, p.eval_every, "uniform")

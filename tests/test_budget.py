@@ -7,7 +7,8 @@ from bbt_mini.methods.bbt import BBTConfig, run_bbt
 from bbt_mini.methods.bbtv2 import BBTv2Config, run_bbtv2
 from bbt_mini.core.cost import accuracy_by_budget, gain_from, results_by_budget
 from bbt_mini.methods.experiment import evaluate
-from bbt_mini.run.runs import cache_path, run
+from bbt_mini.run.runs import cache_path
+from bbt_mini.run.spec import RunSpec
 
 
 @pytest.fixture(scope="module")
@@ -15,24 +16,18 @@ def lm(tmp_path_factory):
     return tiny_lm(tiny_folder(tmp_path_factory, "roberta"))
 
 
-def _setup(lm, test_at=()):
-    setup = tiny_setup(lm)
-    setup.test_at = tuple(test_at)
-    return setup
-
-
 @pytest.mark.parametrize("runner,config", [(run_bbt, BBTConfig(**TINY)), (run_bbtv2, BBTv2Config(**TINY))])
 def test_the_numbers_at_the_last_budget_equal_the_runs_final_test(lm, runner, config):
-    r = runner(_setup(lm, (4, 8, config.budget)), config, progress=False)
+    r = runner(tiny_setup(lm), config, progress=False, test_at=(4, 8, config.budget))
     assert [e["budget"] for e in r["test_at"]] == [4, 8, config.budget]
     last = r["test_at"][-1]
     assert last["test_accuracy"] == r["test_accuracy"] and last["best_dev_acc"] == r["best_dev_acc"]
-    setup = _setup(lm)
+    setup = tiny_setup(lm)
     assert last["test_loss"] == pytest.approx(evaluate(setup.service, setup.test, r["_prompt"])["loss"], abs=1e-6)
     # Each distinct prompt is scored on the test set once: a budget that returns the same prompt as the
     # budget before it reuses its scores, and the final result reuses the last side test's (a prompt
     # once replaced never comes back, so a changed test loss marks a new prompt).
-    plain = runner(_setup(lm), config, progress=False)
+    plain = runner(tiny_setup(lm), config, progress=False)
     losses = [e["test_loss"] for e in r["test_at"]]
     distinct = 1 + sum(a != b for a, b in zip(losses, losses[1:]))
     test_examples = len(setup.test)
@@ -42,18 +37,18 @@ def test_the_numbers_at_the_last_budget_equal_the_runs_final_test(lm, runner, co
 
 @pytest.mark.parametrize("budget", [4, 12])
 def test_each_budget_scores_the_prompt_a_run_of_that_budget_returns(lm, budget):
-    whole = run_bbt(_setup(lm, (budget,)), BBTConfig(**TINY), progress=False)
-    short = run_bbt(_setup(lm), BBTConfig(**{**TINY, "budget": budget}), progress=False)
+    whole = run_bbt(tiny_setup(lm), BBTConfig(**TINY), progress=False, test_at=(budget,))
+    short = run_bbt(tiny_setup(lm), BBTConfig(**{**TINY, "budget": budget}), progress=False)
     entry = whole["test_at"][0]
     assert entry["calls"] == budget and entry["test_accuracy"] == short["test_accuracy"]
     assert entry["best_dev_acc"] == short["best_dev_acc"] and entry["best_dev_calls"] == short["best_dev_calls"]
-    setup = _setup(lm)
+    setup = tiny_setup(lm)
     assert entry["test_loss"] == pytest.approx(evaluate(setup.service, setup.test, short["_prompt"])["loss"], abs=1e-6)
 
 
 def test_testing_along_the_way_leaves_the_run_unchanged(lm):
-    plain = run_bbt(_setup(lm), BBTConfig(**TINY), progress=False)
-    tested = run_bbt(_setup(lm, (4, 12)), BBTConfig(**TINY), progress=False)
+    plain = run_bbt(tiny_setup(lm), BBTConfig(**TINY), progress=False)
+    tested = run_bbt(tiny_setup(lm), BBTConfig(**TINY), progress=False, test_at=(4, 12))
     assert tested["curve"] == plain["curve"] and tested["dev_calls"] == plain["dev_calls"]
     assert tested["test_accuracy"] == plain["test_accuracy"] and "test_at" not in plain
     np.testing.assert_array_equal(tested["_prompt"], plain["_prompt"])
@@ -63,28 +58,27 @@ def test_testing_along_the_way_leaves_the_run_unchanged(lm):
                                              ([8, 8], "twice")])
 def test_a_budget_beyond_the_run_or_out_of_range_is_refused_before_the_model_loads(test_at, message):
     with pytest.raises(ValueError, match=message):
-        run("bbt", "rotten_tomatoes", "no-such-model", profile="ci", budget=16, test_at=test_at)
+        RunSpec("bbt", "rotten_tomatoes", "no-such-model", profile="ci", config={"budget": 16}, test_at=test_at)
 
 
 def test_a_budget_beyond_the_run_is_refused_by_the_tuning_loop_too(lm):
     with pytest.raises(ValueError, match="beyond this run's budget"):
-        run_bbt(_setup(lm, (20,)), BBTConfig(**TINY), progress=False)
+        run_bbt(tiny_setup(lm), BBTConfig(**TINY), progress=False, test_at=(20,))
 
 
 def test_test_at_is_refused_for_a_baseline():
     with pytest.raises(ValueError, match="test_at"):
-        run("manual", "rotten_tomatoes", "no-such-model", profile="ci", test_at=[8])
+        RunSpec("manual", "rotten_tomatoes", "no-such-model", profile="ci", test_at=[8])
 
 
 def test_the_cache_key_includes_the_budgets_tested(tmp_path, monkeypatch):
     monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
-    plain = cache_path("bbt", "rotten_tomatoes", "smollm2", 1, "ci")
-    assert cache_path("bbt", "rotten_tomatoes", "smollm2", 1, "ci", test_at=[8, 16]) != plain
-    assert (cache_path("bbt", "rotten_tomatoes", "smollm2", 1, "ci", test_at=[8, 16])
-            != cache_path("bbt", "rotten_tomatoes", "smollm2", 1, "ci", test_at=[4, 16]))
-    assert (cache_path("bbt", "rotten_tomatoes", "smollm2", 1, "ci", test_at=[16, 8])
-            == cache_path("bbt", "rotten_tomatoes", "smollm2", 1, "ci", test_at=[8, 16]))
-    assert cache_path("bbt", "rotten_tomatoes", "smollm2", 1, "ci", test_at=None) == plain
+    def path(test_at):
+        return cache_path(RunSpec("bbt", "rotten_tomatoes", "smollm2", 1, "ci", test_at=test_at))
+
+    plain = path(())
+    assert path([8, 16]) != plain and path([8, 16]) != path([4, 16])
+    assert path([16, 8]) == path([8, 16]) and path(None) == plain
 
 
 def _runs(by_budget):
@@ -140,9 +134,9 @@ def test_every_method_records_its_answer_per_test_sentence_so_any_two_results_pa
     from bbt_mini.core import stats
     from bbt_mini.methods import baselines
 
-    setup = _setup(lm, (4,))
-    made = {"bbt": run_bbt(setup, BBTConfig(**TINY), progress=False),
-            "bbtv2": run_bbtv2(_setup(lm, (4,)), BBTv2Config(**TINY), progress=False),
+    setup = tiny_setup(lm)
+    made = {"bbt": run_bbt(setup, BBTConfig(**TINY), progress=False, test_at=(4,)),
+            "bbtv2": run_bbtv2(tiny_setup(lm), BBTv2Config(**TINY), progress=False, test_at=(4,)),
             "manual": baselines.manual_prompt(setup), "icl": baselines.in_context(setup),
             "prompt_tuning": baselines.prompt_tuning(setup, steps=2, progress=False),
             "feature_mlp": baselines.feature_mlp(setup, steps=2)}

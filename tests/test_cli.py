@@ -9,7 +9,7 @@ import bbt_mini.lm.loading
 import bbt_mini.run.runs
 from bbt_mini.__main__ import build_parser, main, parse_labels
 from bbt_mini.methods.bbt import BBTConfig
-from bbt_mini.run.runs import METHODS
+from bbt_mini.methods.registry import METHODS
 from bbt_mini.data.tasks import TASKS
 
 SMALL = ["--budget", "8", "--popsize", "4", "--prompt-length", "2", "--intrinsic-dim", "4", "--k", "2",
@@ -115,24 +115,37 @@ OPTIONS = {"icl": (["--per-class", "1"], {"per_class": 1}), "prompt_tuning": (["
 @pytest.mark.parametrize("method", METHODS)
 def test_placement_and_method_options_reach_every_method(monkeypatch, method):
     seen = {}
-    monkeypatch.setattr(bbt_mini.run.runs, "run", lambda *a, **kw: seen.update(kw, args=a) or {"method": a[0]})
-    flags, method_kw = OPTIONS.get(method, ([], {}))
+    monkeypatch.setattr(bbt_mini.run.runs, "run", lambda spec, *a: seen.update(spec=spec) or {"method": spec.method})
+    flags, options = OPTIONS.get(method, ([], {}))
     assert main(["run", "--task", "rotten_tomatoes", "--method", method, "--placement", "between", *flags]) == 0
-    assert seen["args"][0] == method and seen["placement"] == "between" and seen["method_kw"] == method_kw
+    spec = seen["spec"]
+    assert spec.method == method and spec.placement == "between"
+    assert all(spec.setting(name) == value for name, value in options.items())
+
+
+def test_the_registry_has_every_method_the_command_line_offers_with_a_label_and_a_runner():
+    choices = {a.dest: a.choices for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions}
+    grid = {a.dest: a.choices for a in build_parser()._subparsers._group_actions[0].choices["grid"]._actions}
+    assert set(choices["method"]) == set(grid["methods"]) == set(METHODS)
+    for name, row in METHODS.items():
+        assert row.name == name and callable(row.runner) and row.label
+        assert row.tunes == (row.config is not None) and (not row.deep or row.tunes)
 
 
 def test_every_config_setting_has_its_flag_and_reaches_the_run(monkeypatch):
     """The flags are derived from BBTConfig: a new field gets a flag; the first landing's flags still parse."""
     seen = {}
-    monkeypatch.setattr(bbt_mini.run.runs, "run", lambda *a, **kw: seen.update(kw) or {})
-    values = {"int": "3", "float": "0.5", "str": None}
-    args = []
+    monkeypatch.setattr(bbt_mini.run.runs, "run", lambda spec, *a: seen.update(spec=spec) or {})
+    values = {"int": "3", "float": "0.5", "str": "zeros"}  # valid values: the spec checks them
+    args, given = [], {}
     for f in dataclasses.fields(BBTConfig):
         value = f.metadata["choices"][-1] if f.metadata["choices"] else values[type(f.default).__name__
                                                                                if f.default is not None else "float"]
         args += ["--" + f.name.replace("_", "-"), value]
+        given[f.name] = value
     assert main(["run", "--task", "rotten_tomatoes", *args]) == 0
-    assert set(seen) >= {f.name for f in dataclasses.fields(BBTConfig)}
+    config = dataclasses.asdict(seen["spec"].config)
+    assert {name: str(config[name]) for name in given} == given
     first_landing = ("--budget", "--prompt-length", "--intrinsic-dim", "--popsize", "--sigma0", "--alpha",
                      "--sampler", "--optimizer", "--loss", "--bound", "--eval-every", "--k", "--test-size", "--steps",
                      "--checkpoint", "--resume", "--device", "--dtype", "--out", "--quiet", "--placement", "--variant")

@@ -17,6 +17,7 @@ from tiny import tiny_folder
 from bbt_mini.__main__ import main
 from bbt_mini.book.notebook import compare
 from bbt_mini.core import paper
+from bbt_mini.methods.registry import config
 from bbt_mini.run import grid
 
 # The tiny model's sizes (tests/tiny.py's TINY): dev checks, and so checkpoints, every 8 calls.
@@ -57,18 +58,22 @@ def test_plan_sweeps_the_listed_settings_and_names_each_cell_after_them(tiny):
     assert names == ["rotten_tomatoes-bbt-intrinsic_dim_6-s1", "rotten_tomatoes-bbt-intrinsic_dim_6-s2",
                      "rotten_tomatoes-bbt-intrinsic_dim_8-s1", "rotten_tomatoes-bbt-intrinsic_dim_8-s2",
                      "rotten_tomatoes-manual-s1", "rotten_tomatoes-manual-s2"]  # the manual prompt has no d
-    assert [c.spec["config"]["intrinsic_dim"] for c in cells[:4]] == [6, 6, 8, 8]
-    assert "intrinsic_dim" not in cells[-1].spec["config"] and cells[-1].spec["k"] == 2
+    assert [c.spec.config.intrinsic_dim for c in cells[:4]] == [6, 6, 8, 8]
+    assert cells[-1].spec.config == {} and cells[-1].spec.k == 2  # the manual prompt takes no settings
 
 
 def test_plan_applies_task_sizes_and_the_papers_settings_in_full():
+    def changed(spec):  # the settings that differ from the method's at the profile's sizes
+        return {k: v for k, v in vars(spec.config).items() if getattr(config(spec.method, spec.profile), k) != v}
+
     small = {c.name: c.spec for c in grid.plan(["bbc_news"], ["bbt", "manual"], [1], "small")}
-    assert small["bbc_news-bbt-s1"]["config"] == {"budget": 50, "eval_every": 25}  # profiles.TASK_SIZES
-    assert (small["bbc_news-manual-s1"]["k"], small["bbc_news-manual-s1"]["config"]) == (1, {})
+    assert changed(small["bbc_news-bbt-s1"]) == {"budget": 50, "eval_every": 25}  # profiles.TASK_SIZES
+    assert (small["bbc_news-bbt-s1"].k, small["bbc_news-bbt-s1"].test_size) == (1, 100)
+    assert (small["bbc_news-manual-s1"].k, small["bbc_news-manual-s1"].config) == (1, {})
     full = {c.name: c.spec for c in grid.plan(["dbpedia", "rte"], ["bbt", "bbtv2"], [1], "full", "roberta-large")}
-    assert full["dbpedia-bbt-s1"]["config"] == {"budget": 20000}  # the authors' README: for BBT
-    assert full["rte-bbt-s1"]["config"] == {"loss": "hinge"}
-    assert full["dbpedia-bbtv2-s1"]["config"] == full["rte-bbtv2-s1"]["config"] == {}  # BBTv2: the papers' own
+    assert changed(full["dbpedia-bbt-s1"]) == {"budget": 20000}  # the authors' README: for BBT
+    assert changed(full["rte-bbt-s1"]) == {"loss": "hinge"}
+    assert changed(full["dbpedia-bbtv2-s1"]) == changed(full["rte-bbtv2-s1"]) == {}  # BBTv2: the papers' own
 
 
 @pytest.mark.parametrize("settings,message", [({"budget": 0}, "budget must be at least 1"),

@@ -1,4 +1,6 @@
-"""Profiles, the number format per device, the chapters' time estimates and runs at once."""
+"""Profiles, the number format per device, the chapters' time estimates and the run cache."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -119,38 +121,31 @@ def test_plan_report_names_device_profile_and_every_item(monkeypatch):
     assert "0.2000 s per call" in text
 
 
-def test_runs_at_once_give_the_results_of_runs_in_turn(tmp_path, monkeypatch):
-    """Two worker processes return the same results, in the jobs' order, as one after another."""
+def test_cached_runs_give_each_jobs_result_in_order_and_read_them_back(tmp_path, monkeypatch):
+    """One after another, in the jobs' order; the same jobs again are read from the run cache."""
     from bbt_mini.lm.tiny import tiny_random_masked_lm
     from bbt_mini.run.runs import cached_runs
 
     monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path))
-    monkeypatch.setenv("BBT_RECOMPUTE", "1")
+    monkeypatch.delenv("BBT_RECOMPUTE", raising=False)
     model = str(tiny_random_masked_lm(tmp_path / "tiny"))
     jobs = [dict(method="bbt", task="rotten_tomatoes", model=model, seed=s, profile="ci", budget=8, k=1, test_size=4,
                  p0="zeros", device="cpu", dtype="float32") for s in (1, 2)]
-    in_turn = cached_runs(jobs, workers=1, progress=False)
-    at_once = cached_runs(jobs, workers=2, progress=False)
-    assert [r["seed"] for r in at_once] == [1, 2]
-    for a, b in zip(in_turn, at_once):
-        np.testing.assert_allclose([e["train_loss"] for e in a["curve"]], [e["train_loss"] for e in b["curve"]],
-                                   rtol=1e-5)
-        assert a["test_accuracy"] == b["test_accuracy"]
-    assert [e["train_loss"] for e in in_turn[0]["curve"]] != [e["train_loss"] for e in in_turn[1]["curve"]]
+    first = cached_runs(jobs, progress=False)
+    again = cached_runs(jobs, progress=False)
+    assert [r["seed"] for r in first] == [1, 2] and [r["cached"] for r in first + again] == [False] * 2 + [True] * 2
+    for a, b in zip(first, again):
+        assert a["curve"] == b["curve"] and a["test_accuracy"] == b["test_accuracy"]
+    assert [e["train_loss"] for e in first[0]["curve"]] != [e["train_loss"] for e in first[1]["curve"]]
 
 
-def test_cached_runs_rejects_bad_jobs_and_workers(monkeypatch):
-    from bbt_mini.run.runs import cached_runs, default_workers
+def test_cached_runs_rejects_bad_jobs_before_any_runs():
+    from bbt_mini.run.runs import cached_runs
 
     with pytest.raises(ValueError, match="needs a method"):
         cached_runs([dict(task="rotten_tomatoes")])
-    with pytest.raises(ValueError, match="workers"):
-        cached_runs([dict(method="manual")], workers=0)
-    monkeypatch.setenv("BBT_WORKERS", "two")
-    with pytest.raises(ValueError, match="BBT_WORKERS"):
-        default_workers()
-    monkeypatch.setenv("BBT_WORKERS", "4")
-    assert default_workers() == 4
+    with pytest.raises(ValueError, match="manual does not use"):
+        cached_runs([dict(method="bbt", model="no-such-model"), dict(method="manual", budget=8)])
 
 
 def test_device_comes_from_the_argument_then_bbt_device(monkeypatch):
@@ -173,10 +168,10 @@ def counted_runs(tmp_path, monkeypatch):
     monkeypatch.delenv(settings.DEVICE_ENV, raising=False)
     computed = []
 
-    def fake_run(method, task, model, seed, profile, **kw):
-        computed.append(kw)
-        return {"method": method, "task": task, "seed": seed, "test_accuracy": 0.5 + len(computed) / 100,
-                "_prompt": np.zeros(2)}
+    def fake_run(spec, checkpoint=None, resume=False, progress=True):
+        computed.append(spec)
+        return {"method": spec.method, "task": spec.task, "seed": spec.seed,
+                "test_accuracy": 0.5 + len(computed) / 100, "_prompt": np.zeros(2)}
 
     monkeypatch.setattr(runs, "run", fake_run)
     return computed
@@ -250,11 +245,15 @@ def test_bbt_means_bbts_uniform_A_in_every_profile(name):
 
 
 def test_the_papers_settings_have_one_copy():
-    """BBTConfig's defaults are the full profile's sizes; the smaller profiles differ from full only where they say."""
+    """BBTConfig's defaults are the full profile's sizes; the step size and the sampler are the methods' own,
+    the same in every profile."""
     full = PROFILES["full"]
     assert config("bbt", full) == BBTConfig()
     for name, p in PROFILES.items():
-        assert (p.sigma0, p.alpha, p.sampler) == (full.sigma0, full.alpha, full.sampler), name
+        for method in ("bbt", "bbtv2"):
+            mine, papers = config(method, p), config(method, full)
+            assert (mine.sigma0, mine.alpha, mine.sampler) == (papers.sigma0, papers.alpha, papers.sampler), name
+        assert not {"sigma0", "alpha", "sampler"} & {f.name for f in dataclasses.fields(p)}
 
 
 def test_the_server_and_the_package_share_one_dtype_rule_on_a_t4(monkeypatch, tmp_path):
@@ -274,15 +273,11 @@ def test_the_server_and_the_package_share_one_dtype_rule_on_a_t4(monkeypatch, tm
         assert cmd[cmd.index("--dtype") + 1] == expected == dtype_name(default_dtype(torch.device("cuda")))
 
 
-def test_source_hash_covers_modules_in_every_layers_folder(tmp_path):
-    """An edit to a module in a subfolder (service/forward.py) changes the hash: no stale cached result."""
-    import shutil
+def test_the_run_cache_key_is_the_code_hash_so_a_comment_keeps_it_and_code_does_not(counted_runs, monkeypatch):
+    """An edit to a module's code (in any layer's folder) gives new keys; a comment or docstring does not."""
+    import bbt_mini.run.runs as runs
 
-    from bbt_mini.run.runs import PACKAGE, hash_sources, source_hash
-
-    copy = shutil.copytree(PACKAGE, tmp_path / "bbt_mini", ignore=shutil.ignore_patterns("__pycache__"))
-    before = hash_sources(copy)
-    assert before == source_hash()
-    forward = copy / "service" / "forward.py"
-    forward.write_text(forward.read_text() + "\n# an edit\n")
-    assert hash_sources(copy) != before
+    runs.cached_run("manual", "rotten_tomatoes", seed=1, profile="ci", device="cpu")
+    monkeypatch.setattr(runs, "code_hash", lambda: "another code")
+    assert runs.cached_run("manual", "rotten_tomatoes", seed=1, profile="ci", device="cpu")["cached"] is False
+    assert len(counted_runs) == 2

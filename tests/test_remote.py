@@ -370,11 +370,11 @@ def test_deep_prompts_and_hidden_states_are_refused(stub, tiny_causal):
 
 
 def test_bbtv2_and_white_box_methods_are_refused_through_a_service_before_any_call():
-    from bbt_mini.run.runs import run
+    from bbt_mini.run.spec import RunSpec
 
     for method in ("bbtv2", "prompt_tuning", "icl"):
         with pytest.raises(ValueError, match=f"{method} cannot run through a remote service"):
-            run(method, service="http://127.0.0.1:9/v1")
+            RunSpec(method, service="http://127.0.0.1:9/v1")
 
 
 def test_bbt_runs_unchanged_through_the_remote_service(stub, tiny_causal):

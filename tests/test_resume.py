@@ -26,11 +26,11 @@ def lm(folders):
     return tiny_lm(folders["roberta"])
 
 
-def _cut_off(setup, runner, config, ckpt, after_calls):
+def _cut_off(setup, runner, config, ckpt, after_calls, test_at=()):
     """Run until the service refuses call ``after_calls + 1`` (a run killed part-way)."""
     setup.service.budget = setup.service.meter.calls + after_calls
     with pytest.raises(BudgetExhausted):
-        runner(setup, config, checkpoint=ckpt, progress=False)
+        runner(setup, config, checkpoint=ckpt, progress=False, test_at=test_at)
     setup.service.budget = None
 
 
@@ -142,14 +142,11 @@ def test_cli_resume_continues_a_killed_run_and_refuses_another_runs_checkpoint(f
 
 def test_a_run_tested_at_several_budgets_resumes_to_the_same_numbers(lm, tmp_path):
     config = BBTConfig(**{**TINY, "checkpoint_every": 4})
-    setup = tiny_setup(lm)
-    setup.test_at = (4, 12, 16)
-    whole = run_bbt(setup, config, progress=False)
+    whole = run_bbt(tiny_setup(lm), config, progress=False, test_at=(4, 12, 16))
     setup, ckpt = tiny_setup(lm), tmp_path / "run.ckpt"
-    setup.test_at = (4, 12, 16)
-    _cut_off(setup, run_bbt, config, ckpt, after_calls=9)
+    _cut_off(setup, run_bbt, config, ckpt, after_calls=9, test_at=(4, 12, 16))
     assert len(pickle.loads(ckpt.read_bytes())["tested"]) == 1  # 4 was tested before the cut, 12 not yet
-    resumed = run_bbt(setup, config, checkpoint=ckpt, resume=True, progress=False)
+    resumed = run_bbt(setup, config, checkpoint=ckpt, resume=True, progress=False, test_at=(4, 12, 16))
     def numbers(r):
         return [{k: v for k, v in e.items() if k != "seconds"} for e in r["test_at"]]
 
@@ -158,7 +155,6 @@ def test_a_run_tested_at_several_budgets_resumes_to_the_same_numbers(lm, tmp_pat
 
 def test_a_checkpoint_tested_at_other_budgets_is_refused(lm, tmp_path):
     ckpt = _checkpoint(lm, tmp_path)  # written without test_at
-    setup = tiny_setup(lm)
-    setup.test_at = (4,)
     with pytest.raises(ValueError, match=r"test_at: \[4\] here, \[\] in the checkpoint"):
-        run_bbt(setup, BBTConfig(**{**TINY, "budget": 8}), checkpoint=ckpt, resume=True, progress=False)
+        run_bbt(tiny_setup(lm), BBTConfig(**{**TINY, "budget": 8}), checkpoint=ckpt, resume=True, progress=False,
+                test_at=(4,))

@@ -26,6 +26,13 @@ from .cmaes import CMAES
 OPTIMIZERS = ("cma", "sep-cma", "frozen-cma", "mini-cma", "random")
 
 
+def check_seed(seed: int) -> int:
+    """``seed``, refused unless it is 1 or more: pycma reads seed 0 as 'seed from the clock'."""
+    if seed < 1:
+        raise ValueError(f"seed must be 1 or more (pycma reads 0 as 'seed from the clock'); got {seed}")
+    return seed
+
+
 class Optimizer:
     """``ask()`` -> (popsize, d) candidates; ``tell(X, losses)``; minimises."""
 
@@ -60,9 +67,7 @@ class PyCMA(Optimizer):
 
     def __init__(self, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None,
                  diagonal: bool = False, learn_covariance: bool = True):
-        if seed <= 0:
-            raise ValueError("pycma reads seed 0 as 'seed from the clock'; use seeds from 1")
-        opts = {"popsize": popsize, "seed": seed, "verbose": -9, "CMA_diagonal": diagonal,
+        opts = {"popsize": popsize, "seed": check_seed(seed), "verbose": -9, "CMA_diagonal": diagonal,
                 "tolfun": 0, "tolflatfitness": 10**9, "tolfunhist": 0, "tolx": 0, "tolstagnation": 10**9}
         if bound:
             opts["bounds"] = [-bound, bound]

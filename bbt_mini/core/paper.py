@@ -34,6 +34,7 @@ PAPER_TABLE = {
     "BBT": (89.56, 91.50, 81.51, 79.99, 61.56, 46.58, 52.59),
     "BBTv2": (90.33, 92.86, 85.28, 93.64, 77.01, 57.27, 56.68),
 }
+# Each method's row in the papers' tables (the method registry's labels: bbt_mini.methods.registry).
 METHOD_NAMES = {"manual": "manual prompt", "calibrated": "contextual calibration", "icl": "in-context learning",
                 "feature_mlp": "Feature-MLP",
                 "prompt_tuning": "prompt tuning", "bbt": "BBT", "bbtv2": "BBTv2"}
@@ -56,13 +57,13 @@ def method_label(result: dict) -> str:
     """A result's row name: the method as the papers name it, and its optimiser if not CMA-ES.
 
     BBT and BBTv2 results name a non-CMA optimiser in their method (``bbtv2-sep-cma``, see
-    :func:`bbt_mini.methods.bbt.method_name`), so runs with different optimisers never share a row.
+    :func:`bbt_mini.methods.bbt.method_name`) and their config, so runs with different optimisers never
+    share a row; other methods have no optimiser.
     """
-    method = result["method"]
     optimizer = (result.get("config") or {}).get("optimizer", "cma")
-    base = method.removesuffix(f"-{optimizer}") if optimizer != "cma" else method
+    base = result["method"].removesuffix(f"-{optimizer}")
     name = METHOD_NAMES.get(base, base)
-    return name if optimizer == "cma" or base not in ("bbt", "bbtv2") else f"{name} ({optimizer})"
+    return name if optimizer == "cma" else f"{name} ({optimizer})"
 
 
 # ----------------------------------------------------------------------------- a grid's table

@@ -24,8 +24,9 @@ states its sizes in one line. A method's settings at a profile's sizes are built
 methods (:func:`bbt_mini.methods.registry.config`); the device and the number format are
 :mod:`bbt_mini.core.settings`'.
 
-BBT's sampler is its paper's in every profile (``uniform``: the default initialisation of
-``nn.Linear``); BBTv2's normal sampler is BBTv2's own setting (:class:`bbt_mini.methods.bbtv2.BBTv2Config`).
+A profile holds sizes only: what is the same in every profile (CMA-ES's initial step size, the sampler of
+``A`` and its scale) is a method's own setting (:class:`bbt_mini.methods.bbt.BBTConfig`,
+:class:`bbt_mini.methods.bbtv2.BBTv2Config`).
 """
 from __future__ import annotations
 
@@ -44,14 +45,11 @@ class Profile:
     intrinsic_dim: int  # d: size of z (paper: 500)
     popsize: int  # CMA-ES population = API calls per generation (paper: 20)
     budget: int  # API calls for one tuning run (paper: 8,000)
-    sigma0: float  # CMA-ES initial step size (bbt.py from commit 3e922bc on: 1; ICML-era code: 0.5)
     k_shot: int  # training examples per class (paper: 16); dev gets as many again
     eval_every: int  # API calls between dev evaluations (paper: 100)
     test_size: int | None  # test examples (None: the whole test set)
     seeds: tuple[int, ...]  # seeds a chapter averages over (paper: 3); pycma reads 0 as "clock"
     bbtv2_budget: int  # API calls for one BBTv2 run (paper: 8,000, 7,680 used)
-    sampler: str  # BBT's A: "uniform", the BBT paper's (nn.Linear's default init), in every profile
-    alpha: float  # scale of the normal sampler (1: A z as large as a word embedding)
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed, e.g. ``profile.replace(budget=100)``."""
@@ -73,8 +71,8 @@ class Profile:
 
 # The papers' settings (Sun et al., 2022a, Table 2; 2022b): hours per chapter on a T4. The
 # methods' config defaults are read from here (bbt_mini.methods.bbt.BBTConfig).
-FULL = Profile(name="full", prompt_length=50, intrinsic_dim=500, popsize=20, budget=8000, sigma0=1.0, k_shot=16,
-               eval_every=100, test_size=None, seeds=(1, 2, 3), bbtv2_budget=8000, sampler="uniform", alpha=1.0)
+FULL = Profile(name="full", prompt_length=50, intrinsic_dim=500, popsize=20, budget=8000, k_shot=16, eval_every=100,
+               test_size=None, seeds=(1, 2, 3), bbtv2_budget=8000)
 
 PROFILES = {
     # Proves that each chapter executes (times: results/chapter-times.md): not an experiment.

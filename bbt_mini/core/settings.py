@@ -11,7 +11,6 @@ variable           what it sets                                                d
 ``BBT_MODEL``      the model a chapter runs                                     ``smollm2`` (offline)
 ``BBT_MINI_CACHE`` converted models, cached runs and prompts                    ``~/.cache/bbt_mini``
 ``BBT_RECOMPUTE``  ``1``: ignore the run cache                                   off
-``BBT_WORKERS``    runs at once in :func:`bbt_mini.run.runs.cached_runs`         1
 ``BBT_API_KEY``    the remote service's key (client and ``serve``)              none
 ``BBT_SERVE_VENV`` the vLLM server's own environment                            ``$BBT_MINI_CACHE/serve-venv``
 =================  ==========================================================  =====================
@@ -32,7 +31,6 @@ DTYPE_ENV = "BBT_DTYPE"
 MODEL_ENV = "BBT_MODEL"
 CACHE_ENV = "BBT_MINI_CACHE"
 RECOMPUTE_ENV = "BBT_RECOMPUTE"
-WORKERS_ENV = "BBT_WORKERS"
 API_KEY_ENV = "BBT_API_KEY"
 SERVE_VENV_ENV = "BBT_SERVE_VENV"
 
@@ -72,16 +70,6 @@ def cache_dir() -> Path:
 def recompute() -> bool:
     """``$BBT_RECOMPUTE=1``: ignore stored results."""
     return os.environ.get(RECOMPUTE_ENV) == "1"
-
-
-def workers() -> int:
-    """How many runs go at once: ``$BBT_WORKERS``, else 1 (see :mod:`bbt_mini.run.runs` for why)."""
-    value = _env(WORKERS_ENV)
-    if value is None:
-        return 1
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{WORKERS_ENV} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def api_key(key: str | None = None) -> str | None:

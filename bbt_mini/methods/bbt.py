@@ -44,12 +44,12 @@ class BBTConfig:
     intrinsic_dim: int = setting(FULL.intrinsic_dim, "d: size of z")
     popsize: int = setting(FULL.popsize, "candidates per generation (= API calls per generation)")
     budget: int = setting(FULL.budget, "API calls spent on the training set")
-    sigma0: float = setting(FULL.sigma0, "CMA-ES initial step size")
+    sigma0: float = setting(1.0, "CMA-ES initial step size")  # the authors' bbt.py: 1 (their ICML-era code: 0.5)
     bound: float | None = setting(None, "box on z (the ICML-era code: 5); default unbounded")
     loss: str = setting("ce", "training loss: cross-entropy, hinge (margin 2) or minus accuracy", LOSS_NAMES)
     eval_every: int = setting(FULL.eval_every, "API calls between dev checks")
-    sampler: str = setting(FULL.sampler, "A: uniform (BBT), normal or normal-v1 (BBTv2)", SAMPLERS)
-    alpha: float = setting(FULL.alpha, "scale of the normal sampler")
+    sampler: str = setting("uniform", "A: uniform (BBT), normal or normal-v1 (BBTv2)", SAMPLERS)
+    alpha: float = setting(1.0, "scale of the normal sampler")
     optimizer: str = setting("cma", "the derivative-free optimiser over z", OPTIMIZERS)
     p0: str = setting("tokens", f"tokens: embeddings of tokens {P0_FIRST_TOKEN}.. (the papers); zeros; "
                       "random-tokens; words:<text>; file:<prompt.npy>")
@@ -136,18 +136,19 @@ def method_name(method: str, config: BBTConfig) -> str:
 
 
 def run_bbt(setup: Setup, config: BBTConfig, seed: int | None = None, checkpoint: str | Path | None = None,
-            resume: bool = False, progress: bool = True, test: bool = True) -> dict:
+            resume: bool = False, progress: bool = True, test: bool = True, test_at=()) -> dict:
     """Tune a soft prompt with BBT on ``setup``'s training set; test the best-dev prompt.
 
     ``checkpoint``: a file written every ``checkpoint_every`` calls (default: at every dev
     check); with ``resume=True`` a run continues from it and ends exactly as an
     uninterrupted run with the same seed would. A checkpoint of another run (another
     model, task, seed, shots, test set, placement, device, number format or setting) is
-    refused with the differences named.
+    refused with the differences named. ``test_at``: budgets at which the prompt a run of that budget would
+    return is also tested (:mod:`bbt_mini.methods.tuning`).
     """
     config.check()
     seed = setup.seed if seed is None else seed
     search = Subspace(projection_for(setup.service, config, seed),
                       make_optimizer(config.optimizer, config.intrinsic_dim, config.sigma0, config.popsize, seed,
                                      config.bound))
-    return tune(setup, config, seed, method_name("bbt", config), search, checkpoint, resume, progress, test)
+    return tune(setup, config, seed, method_name("bbt", config), search, checkpoint, resume, progress, test, test_at)

@@ -47,7 +47,7 @@ class BBTv2Config(BBTConfig):
 
     @classmethod
     def from_profile(cls, profile: Profile, **overrides) -> "BBTv2Config":
-        return super().from_profile(profile, **{"budget": profile.bbtv2_budget, "sampler": "normal", **overrides})
+        return super().from_profile(profile, **{"budget": profile.bbtv2_budget, **overrides})
 
 
 def layer_stats(service: BlackBox, batch) -> np.ndarray:
@@ -133,10 +133,10 @@ class LayerByLayer:
 
 
 def run_bbtv2(setup: Setup, config: BBTv2Config, seed: int | None = None, checkpoint: str | Path | None = None,
-              resume: bool = False, progress: bool = True, test: bool = True) -> dict:
+              resume: bool = False, progress: bool = True, test: bool = True, test_at=()) -> dict:
     """Tune a deep prompt with BBTv2's divide and conquer; test the best-dev prompt.
 
-    Same contract as :func:`bbt_mini.methods.bbt.run_bbt` (budget, dev checks, checkpoints, result).
+    Same contract as :func:`bbt_mini.methods.bbt.run_bbt` (budget, dev checks, checkpoints, ``test_at``, result).
     """
     config.check()
     seed = setup.seed if seed is None else seed
@@ -146,4 +146,4 @@ def run_bbtv2(setup: Setup, config: BBTv2Config, seed: int | None = None, checkp
     optimizers = [make_optimizer(config.optimizer, config.intrinsic_dim, config.sigma0, config.popsize,
                                  layer_seed(seed, layer), config.bound) for layer in range(service.num_layers)]
     return tune(setup, config, seed, method_name("bbtv2", config), LayerByLayer(As, p0, optimizers), checkpoint,
-                resume, progress, test, layer_stats=None if stats is None else stats.tolist())
+                resume, progress, test, test_at, layer_stats=None if stats is None else stats.tolist())

@@ -33,7 +33,6 @@ class Setup:
     profile: Profile
     seed: int
     placement: str
-    test_at: tuple = ()  # budgets at which a tuning run also tests its would-be result (bbt_mini.methods.tuning)
 
 
 def texts_for(task: Task, verbalizer: Verbalizer, examples: list, service, placement: str = "prepend"):

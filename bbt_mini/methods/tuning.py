@@ -205,17 +205,17 @@ def check_test_at(test_at, budget: int) -> tuple:
 
 
 def tune(setup: Setup, config, seed: int, method: str, search, checkpoint: str | Path | None = None,
-         resume: bool = False, progress: bool = True, test: bool = True, test_at=None, **extra) -> dict:
+         resume: bool = False, progress: bool = True, test: bool = True, test_at=(), **extra) -> dict:
     """Spend ``config.budget`` API calls on the training set with ``search``; test the best-dev prompt.
 
     ``checkpoint``: a file written every ``config.checkpoint_every`` calls (default: at every
     dev check); with ``resume=True`` a run continues from it and ends exactly as an
     uninterrupted run would. ``test_at``: budgets at which the would-be result is also tested
-    (default ``setup.test_at``; see the module doc); the result's ``test_at`` lists them.
+    (see the module doc); the result's ``test_at`` lists them.
     ``extra`` joins the result.
     """
     service = setup.service
-    run = Run(setup, config, seed, method, test_at=setup.test_at if test_at is None else test_at)
+    run = Run(setup, config, seed, method, test_at=test_at)
     if resume and checkpoint and Path(checkpoint).exists():
         search.load(run.load(checkpoint))
     every = config.checkpoint_every or config.eval_every

@@ -36,7 +36,7 @@ from ..lm.loading import load_model
 from ..lm.models import LanguageModel
 from ..lm.tiny import SHAPE_WORDS, SHAPES, random_shape_model, synthetic_batch
 from ..methods.experiment import texts_for
-from ..methods.registry import TUNERS
+from ..methods.registry import METHODS, TUNERS
 from ..service.blackbox import BlackBox
 from ..service.forward import DeepPrompt
 
@@ -123,10 +123,11 @@ def bench(model: str = "smollm2", method: str = "bbt", calls: int = 100, naive_c
         batch = real_batch(service, task, examples)
     rng = np.random.default_rng(seed)
     H, layers = fast_lm.hidden_size, fast_lm.num_layers
-    shape = (popsize, layers, prompt_length, H) if method == "bbtv2" else (popsize, prompt_length, H)
+    deep = METHODS[method].deep  # a prompt at every layer
+    shape = (popsize, layers, prompt_length, H) if deep else (popsize, prompt_length, H)
     scale = 0.02 if model in SHAPES else float(service.embedding_stats()[1])
     prompts = (scale * rng.standard_normal(shape)).astype(np.float32)
-    if method == "bbtv2":
+    if deep:
         prompts[:, 1:] *= 0.1
 
     # The naive way: exactly ``naive_calls`` calls (candidates taken in turn from the

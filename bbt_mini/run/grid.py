@@ -1,8 +1,9 @@
 """A grid of runs: tasks x methods x seeds x one profile (and any setting swept), resumable, on Ray or here.
 
-Read :func:`plan` first: it turns the grid's axes into :class:`Cell` s, each one
-:func:`bbt_mini.run.runs.run` with its own name, checkpoint (``NAME.ckpt``) and result
-(``NAME.json``) in one output folder. :func:`run_grid` then
+Read :func:`plan` first: it turns the grid's axes into :class:`Cell` s, each one run
+(a :class:`bbt_mini.run.spec.RunSpec`) with its own name, checkpoint (``NAME.ckpt``) and result
+(``NAME.json``, stored as the run cache stores its results: :func:`bbt_mini.run.runs.save`) in one
+output folder. :func:`run_grid` then
 
 * refuses, before anything runs, a task the hub cannot give here, settings a method does not
   take, and a folder whose manifest (``grid.json``: every cell's full settings) says that a cell
@@ -37,36 +38,41 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core import paper
-from ..core.profiles import get_profile, task_sizes
+from ..core.optimizers import check_seed
+from ..core.profiles import get_profile
 from ..core.results import to_json
 from ..data.tasks import get_task
-from ..methods.registry import TUNERS
-from ..methods.registry import config as tuner_config
-from .runs import check_options, run
+from ..methods.registry import METHODS, TUNERS, method
+from .runs import load, run, save
+from .spec import RUN_SIZES, RunSpec
 
 MANIFEST = "grid.json"
-RUN_ARGS = ("k", "test_size")  # settings that go to runs.run itself; the rest are the tuners' (BBTConfig)
-BASELINE_ARGS = RUN_ARGS  # what a baseline takes from a grid's settings (its other options: runs.run)
 BENCH = Path(__file__).resolve().parents[2] / "results" / "gpu" / "bench.json"
 HUB_OFFLINE = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of a grid: its file name and everything :func:`bbt_mini.run.runs.run` is given."""
+    """One run of a grid: its file name and its spec."""
 
     name: str
-    spec: dict  # method, task, model, seed, profile, k, test_size, device, dtype, config
+    spec: RunSpec
     swept: tuple = ()  # the settings this cell's grid sweeps that it takes (they name it and its table row)
 
     @property
     def tuner(self) -> bool:
-
-        return self.spec["method"] in TUNERS
+        return self.spec.tunes
 
 
 def _value_name(value) -> str:
     return str(value).replace("/", "_").replace(" ", "_")
+
+
+def cell_name(spec: RunSpec, swept: tuple = ()) -> str:
+    """A cell's name from its spec: task, method, the values of the swept settings, seed
+    (``rotten_tomatoes-bbt-intrinsic_dim_50-s1``)."""
+    values = "".join(f"-{name}_{_value_name(spec.setting(name))}" for name in swept)
+    return f"{spec.task_name}-{spec.method}{values}-s{spec.seed}"
 
 
 def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm2", settings: dict | None = None,
@@ -74,14 +80,12 @@ def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm
     """The grid's cells, in order task, method, swept settings, seed.
 
     ``settings``: BBT/BBTv2 settings (``budget=``, ``intrinsic_dim=``...) and ``k``/``test_size``;
-    a list is swept (one cell per value, named after it: ``rotten_tomatoes-bbt-intrinsic_dim_50-s1``),
-    a single value applies to every cell. Each cell also gets its task's sizes in the profile
-    (:func:`bbt_mini.core.profiles.task_sizes`, as the chapters use) and, in the ``full``
-    profile, the papers' per-task settings (:data:`bbt_mini.core.paper.PAPER_SETTINGS`); the
+    a list is swept (one cell per value, named after it: :func:`cell_name`), a single value applies to
+    every cell. Each cell's spec is made with ``per_task=True``: it also gets its task's sizes in the
+    profile and, in the ``full`` profile, the papers' per-task settings (:mod:`bbt_mini.run.spec`); the
     given settings come last. A baseline takes only ``k`` and ``test_size``: its cells are not
     repeated over the tuners' swept settings.
     """
-
     profile = get_profile(profile)
     settings = dict(settings or {})
     for axis, values in (("tasks", tasks), ("methods", methods), ("seeds", seeds)):
@@ -94,30 +98,23 @@ def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm
         if not values or len(set(values)) != len(values):
             raise ValueError(f"the setting {name} sweeps {values}: give distinct values")
     fixed = {k: v for k, v in settings.items() if k not in swept}
-    if not set(methods) & set(TUNERS) and set(settings) - set(BASELINE_ARGS):
-        raise ValueError(f"{sorted(set(settings) - set(BASELINE_ARGS))} set the tuners {TUNERS}, and this grid has "
+    for seed in seeds:
+        check_seed(seed)
+    rows = [method(m) for m in methods]
+    if not any(row.tunes for row in rows) and set(settings) - set(RUN_SIZES):
+        raise ValueError(f"{sorted(set(settings) - set(RUN_SIZES))} set the tuners {TUNERS}, and this grid has "
                          f"none of them ({list(methods)}): nothing would use them")
     cells = []
-    for task, method in itertools.product(tasks, methods):
-        takes = None if method in TUNERS else BASELINE_ARGS
+    for task, row in itertools.product(tasks, rows):
+        takes = None if row.tunes else RUN_SIZES  # a tuner gets every setting (and refuses what it does not take)
         mine = {k: v for k, v in swept.items() if takes is None or k in takes}
-        papers = paper.PAPER_SETTINGS.get(method, {}).get(task, {}) if profile.name == "full" else {}
-        base = {**task_sizes(task, profile), **papers, **fixed}
         for point in itertools.product(*mine.values()):
-            chosen = {k: v for k, v in {**base, **dict(zip(mine, point))}.items() if takes is None or k in takes}
-            config = {k: v for k, v in chosen.items() if k not in RUN_ARGS}
-            run_args = {k: chosen.get(k) for k in RUN_ARGS}
-            check_options(method, config, {}, None, run_args["k"],
-                          "profile" if run_args["test_size"] is None else run_args["test_size"])
-            if method in TUNERS:
-                tuner_config(method, profile, **config).check()  # values out of range: refused before anything runs
-            suffix = "".join(f"-{k}_{_value_name(v)}" for k, v in zip(mine, point))
-            for seed in seeds:
-                if seed < 1:
-                    raise ValueError(f"seeds must be 1 or more (pycma reads 0 as 'seed from the clock'); got {seed}")
-                spec = {"method": method, "task": task, "model": str(model), "seed": int(seed),
-                        "profile": profile.name, **run_args, "device": device, "dtype": dtype, "config": config}
-                cells.append(Cell(f"{task}-{method}{suffix}-s{seed}", spec, tuple(mine)))
+            chosen = {k: v for k, v in {**fixed, **dict(zip(mine, point))}.items() if takes is None or k in takes}
+            sizes = {"k": chosen.pop("k", None), "test_size": chosen.pop("test_size", "profile")}
+            for seed in seeds:  # settings out of range or not for the method: refused before anything runs
+                spec = RunSpec(row.name, task, model, int(seed), profile, config=chosen, **sizes, device=device,
+                               dtype=dtype, per_task=True)
+                cells.append(Cell(cell_name(spec, tuple(mine)), spec, tuple(mine)))
     return cells
 
 
@@ -145,7 +142,7 @@ def check_gpu_share(cells: list[Cell]) -> None:
     """On Ray, a task that reserves no GPU sees none (Ray sets ``CUDA_VISIBLE_DEVICES`` to empty for it): refuse
     a grid that would then quietly run on the CPU of a GPU machine, or fail for want of the GPU it names."""
 
-    devices = {c.spec["device"] for c in cells}
+    devices = {c.spec.device for c in cells}
     if any(d and str(d).startswith("cuda") for d in devices) or (None in devices and torch.cuda.is_available()):
         raise ValueError("the cells would run on a GPU, but --gpus-per-run is 0 and Ray hides the GPUs from a task "
                          "that reserves none: give --gpus-per-run (1: a whole GPU per run), or --device cpu")
@@ -164,21 +161,22 @@ def check_folder(cells: list[Cell], folder: Path) -> dict:
         manifest = {"cells": {}}
     clashes = []
     for cell in cells:
-        theirs = manifest["cells"].get(cell.name)
-        if theirs is not None and _canonical(theirs) != _canonical(cell.spec):
-            differ = [f"{k}: {cell.spec.get(k)!r} here, {theirs.get(k)!r} there"
-                      for k in sorted(set(cell.spec) | set(theirs)) if cell.spec.get(k) != theirs.get(k)]
+        theirs, mine = manifest["cells"].get(cell.name), _manifest_entry(cell)
+        if theirs is not None and theirs != mine:
+            differ = [f"{k}: {mine.get(k)!r} here, {theirs.get(k)!r} there"
+                      for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
             clashes.append(f"{cell.name} ({'; '.join(differ)})")
     if clashes:
         raise ValueError(f"{folder} holds another grid's results under the names of this grid's cells: "
                          f"{'; '.join(clashes[:3])}{' ...' if len(clashes) > 3 else ''}. Running would overwrite "
                          "them: choose another --out folder")
-    manifest["cells"].update({cell.name: cell.spec for cell in cells})
+    manifest["cells"].update({cell.name: _manifest_entry(cell) for cell in cells})
     return manifest
 
 
-def _canonical(spec: dict) -> str:
-    return json.dumps(spec, sort_keys=True, default=str)
+def _manifest_entry(cell: Cell) -> dict:
+    """The cell's spec as the manifest holds it (read back from JSON)."""
+    return json.loads(json.dumps(cell.spec.as_dict(), sort_keys=True, default=str))
 
 
 def finished(cell: Cell, folder: Path) -> bool:
@@ -194,23 +192,17 @@ def _checkpoint_calls(path: Path | None) -> int:
         return int(pickle.load(f).get("calls", 0))
 
 
-def run_cell(name: str, spec: dict, folder: str) -> dict:
-    """Run one cell (resuming from its checkpoint in ``folder`` if there is one); return its result as JSON
-    text and where it ran, or its error. Never raises for the run's own errors: the grid reports them."""
-
-    spec = dict(spec)
-    ckpt = Path(folder) / f"{name}.ckpt" if spec["method"] in TUNERS else None
+def run_cell(name: str, spec: RunSpec, folder: str) -> dict:
+    """Run one cell (resuming from its checkpoint in ``folder`` if there is one); return its result
+    (JSON-ready) and where it ran, or its error. Never raises for the run's own errors: the grid reports them."""
+    ckpt = Path(folder) / f"{name}.ckpt" if spec.tunes else None
     where = {"name": name, "host": socket.gethostname(), "pid": os.getpid()}
     try:
         resumed_at = _checkpoint_calls(ckpt)
-        config = spec.pop("config")
-        test_size = "profile" if spec["test_size"] is None else spec["test_size"]
-        result = run(spec["method"], spec["task"], spec["model"], spec["seed"], spec["profile"], k=spec["k"],
-                     test_size=test_size, checkpoint=ckpt, resume=ckpt is not None, progress=False,
-                     device=spec["device"], dtype=spec["dtype"], **config)
+        result = run(spec, ckpt, resume=ckpt is not None, progress=False)
     except Exception as err:  # the grid goes on with the other cells and reports this one
         return {**where, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-    return {**where, "resumed_at": resumed_at, "result": to_json(result)}
+    return {**where, "resumed_at": resumed_at, "result": json.loads(to_json(result))}
 
 
 @dataclass
@@ -276,7 +268,7 @@ def run_grid(cells: list[Cell], folder: str | Path, ray: bool = False, address: 
     folder = Path(folder)
     if (ray or address) and not gpus_per_run:
         check_gpu_share(cells)
-    check_tasks(dict.fromkeys(c.spec["task"] for c in cells))
+    check_tasks(dict.fromkeys(c.spec.task for c in cells))
     manifest = check_folder(cells, folder)
     client = connect(address, num_cpus=None) if (ray or address) else None  # refused here if unreachable
     folder.mkdir(parents=True, exist_ok=True)
@@ -297,11 +289,8 @@ def run_grid(cells: list[Cell], folder: str | Path, ray: bool = False, address: 
             failed[cell.name] = out["error"]
             write(f"FAILED {cell.name}: {out['error']}")
         else:
-            path = folder / f"{cell.name}.json"
-            part = path.with_suffix(".json.tmp")
-            part.write_text(out["result"])
-            os.replace(part, path)
-            result = json.loads(out["result"])
+            result = out["result"]
+            save(result, folder / f"{cell.name}.json")
             calls += result.get("calls", 0)
             write(_summary(cell.name, result, out))
         bar.update(1)
@@ -326,7 +315,7 @@ def run_grid(cells: list[Cell], folder: str | Path, ray: bool = False, address: 
                     finish(cell, out)
     finally:
         bar.close()
-    results = {c.name: json.loads((folder / f"{c.name}.json").read_text()) for c in cells if finished(c, folder)}
+    results = {c.name: load(folder / f"{c.name}.json") for c in cells if finished(c, folder)}
     return Outcome(results, failed, skipped)
 
 
@@ -335,7 +324,7 @@ def write_table(outcome: Outcome, folder: str | Path, verdict, cells: list[Cell]
     ``folder`` as ``table.md``, ``table.csv`` and ``verdicts.csv``; ``verdict`` is the book's rule."""
     cells = cells or []
     sweep = tuple(dict.fromkeys(name for c in cells for name in c.swept))
-    tasks = tuple(dict.fromkeys(c.spec["task"] for c in cells)) or None
+    tasks = tuple(dict.fromkeys(c.spec.task_name for c in cells)) or None
     table = paper.grid_table(list(outcome.results.values()), verdict, tasks=tasks, sweep=sweep)
     folder = Path(folder)
     (folder / "table.md").write_text(table.markdown() + "\n")
@@ -360,12 +349,10 @@ def cost(cells: list[Cell], bench: Path = BENCH) -> dict:
     for cell in cells:
         if not cell.tuner:
             continue
-        profile = get_profile(cell.spec["profile"])
-        config = tuner_config(cell.spec["method"], profile, **cell.spec["config"])
-        k = cell.spec["k"] or profile.k_shot
-        examples = k * len(get_task(cell.spec["task"]).classes)
-        shape = "roberta-large-shape" if "roberta" in cell.spec["model"] else "smollm2"
-        case = (record or {}).get("runs", {}).get(f"{shape} {'BBTv2' if cell.spec['method'] == 'bbtv2' else 'BBT'}")
+        config = cell.spec.config
+        examples = cell.spec.k * len(get_task(cell.spec.task).classes)
+        shape = "roberta-large-shape" if "roberta" in cell.spec.model else "smollm2"
+        case = (record or {}).get("runs", {}).get(f"{shape} {METHODS[cell.spec.method].label}")
         text = case["mean_text_tokens"] if case else 96.0
         calls += config.budget
         tokens += config.budget * examples * (config.prompt_length + text)

@@ -27,7 +27,8 @@ import torch
 
 from ..core.profiles import Profile, get_profile
 from ..core.settings import default_device, default_dtype
-from ..methods.registry import TUNERS, config
+from ..methods import registry
+from ..methods.registry import METHODS, config
 from .prepare import prepare
 
 GRADIENT_FORWARDS = 3  # a backward pass costs about two forwards
@@ -61,13 +62,14 @@ class Plan:
             eval_every: int | None = None, text_scale: float = 1.0) -> "Plan":
         """``n`` runs of ``method``; unset sizes are the profile's. Returns the plan (chainable)."""
         p = self.profile
+        row = registry.method(method)  # an unknown method: refused here
         if n < 0:
             raise ValueError(f"n must be 0 or more, got {n}")
         for name, value in (("k", k), ("eval_every", eval_every)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None for the profile's), got {value}")
         if budget is None:
-            budget = config(method, p).budget if method in TUNERS else 0
+            budget = config(method, p).budget if row.tunes else 0
         self.items.append(PlannedRuns(
             label, n, method, budget, p.k_shot if k is None else k, classes,
             p.prompt_length if prompt_length is None else prompt_length,
@@ -77,7 +79,7 @@ class Plan:
 
     def calls(self) -> int:
         """API calls the plan's tuning runs spend (dev checks and tests not counted)."""
-        return sum(it.n * it.budget for it in self.items if it.method in TUNERS)
+        return sum(it.n * it.budget for it in self.items if METHODS[it.method].tunes)
 
     def probe(self) -> dict:
         """Seconds for one population request and one single-candidate request, on this device."""
@@ -106,10 +108,10 @@ class Plan:
             tokens = probe["text_tokens"] * it.text_scale
             size = (examples / probe["examples"]) * (it.prompt_length + tokens) / (probe["prompt_length"] + tokens)
             one = probe["one_s"] * size  # one candidate on 2k examples
-            if it.method in TUNERS:
+            if METHODS[it.method].tunes:
                 tuning = it.budget / probe["popsize"] * probe["population_s"] * size
                 dev = it.budget / it.eval_every * one
-            elif it.method == "prompt_tuning":
+            elif METHODS[it.method].steps:
                 tuning, dev = it.budget * GRADIENT_FORWARDS * one, it.budget / it.eval_every * one
             else:  # manual prompt, in-context learning, features: the test set only
                 tuning = dev = 0.0
@@ -128,8 +130,8 @@ class Plan:
                  f"{probe['popsize']}, {probe['one_s']:.3f} s for one candidate ({probe['examples']} examples, "
                  f"L = {probe['prompt_length']})"]
         for it, s in zip(self.items, secs):
-            what = f"{it.budget} calls" if it.method in TUNERS else \
-                f"{it.budget} steps" if it.method == "prompt_tuning" else "test set"
+            row = METHODS[it.method]
+            what = f"{it.budget} calls" if row.tunes else f"{it.budget} steps" if row.steps else "test set"
             lines.append(f"  {it.n:3d} x {it.method:13s} {what:>11s}  {_minutes(s):>8s}  {it.label}")
         lines.append(f"  total {self.calls():,} tuning calls; an estimate: loading, plotting and "
                      "cached runs are not counted")
