@@ -130,8 +130,8 @@ def grid_flags(grid: argparse.ArgumentParser) -> None:
     where.add_argument("--address", help="run the cells on the Ray cluster at this address (HOST:PORT)")
     grid.add_argument("--cpus-per-run", type=float, default=1, help="Ray: CPUs each run reserves")
     grid.add_argument("--gpus-per-run", type=float, default=0, help="Ray: GPUs each run reserves (0.25: four "
-                      "runs share one GPU; three processes on one H100 were measured slower than one at a time, "
-                      "results/gpu/workers.json)")
+                      "runs share one GPU; on one GPU, 1: runs sharing it in separate processes are slower, "
+                      "results/README.md)")
     grid.add_argument("--max-retries", type=int, default=3, help="Ray: retries of a cell whose worker is lost")
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -118,14 +118,14 @@ HAND_WRITTEN_VERDICTS = ["several times the spread", "reproduced by 63", "where 
 
 
 @pytest.mark.parametrize("md", SOURCES, ids=lambda p: p.stem)
-def test_chapters_carry_no_hand_written_verdict_that_issue_11_removed(md):
+def test_chapters_carry_no_hand_written_verdict(md):
     text = md.read_text().lower()
     found = [v for v in HAND_WRITTEN_VERDICTS if v.lower() in text]
     assert not found, f"{md.name}: hand-written verdicts (compute them with bbt_mini.book.notebook.compare): {found}"
 
 
 # ---------------------------------------------------------------------------------------------
-# The book's conventions (issue 11 section 5; /work's COMMON.md "Book conventions"): every
+# The book's conventions: every
 # chapter and the appendix, read from their .md sources. Each rule is a function that returns
 # (file, line, message) problems; tests below run each on made-up snippets, both outcomes.
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""BBT through a real vLLM server (issue 12): marked ``vllm``; CI builds the server's environment.
+"""BBT through a real vLLM server: marked ``vllm``; CI builds the server's environment.
 
 The tests use the server that ``make test`` starts once for the whole run
 (``tools/shared_server.py``: ``BBT_SERVICE_URL``, ``BBT_API_KEY``, and ``BBT_SERVICE_PIDFILE``

@@ -1,5 +1,5 @@
 """Check built book pages in a headless browser with no network: MathJax is served with the
-book and typesets every formula (issue 11: offline, formulas and glued $\\pm$ showed as raw LaTeX).
+book and typesets every formula, offline (a formula or a glued $\\pm$ left as raw LaTeX is an error).
 
     python tools/check_html.py _build/html/chapters/03_cmaes.html _build/html/notation.html
     python tools/check_html.py --screenshots /tmp/shots --height 6000 _build/html/notation.html
