@@ -35,7 +35,7 @@ from .tuning import tune
 
 # Each layer's optimiser gets its own seed, seed * LAYER_SEEDS + layer + 1: distinct for every
 # (seed, layer) pair as long as a model has fewer than LAYER_SEEDS layers, and never 0 (pycma
-# reads 0 as "seed from the clock"). The first landing's choice, kept so that runs repeat.
+# reads 0 as "seed from the clock").
 LAYER_SEEDS = 1000
 
 
