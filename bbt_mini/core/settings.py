@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 from pathlib import Path
 
 import torch
@@ -93,10 +94,22 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
 
 def peak_memory(device: torch.device | None = None) -> int:
     """The most memory used so far, in bytes: on a CUDA ``device`` the peak of its tensors
-    (since ``torch.cuda.reset_peak_memory_stats``), else the process's peak resident set."""
+    (since ``torch.cuda.reset_peak_memory_stats``), else this process's peak resident set.
+
+    On Linux that is ``VmHWM`` in ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` is kept
+    across ``exec``, so a process started by a larger one (pytest under a launcher) would report
+    its parent's peak. Elsewhere ``ru_maxrss`` (KiB on Linux and BSD, bytes on macOS)."""
     if device is not None and device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux counts it in KiB
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def cpu_has_fast_bf16() -> bool:
