@@ -84,7 +84,7 @@ def test_task_sizes_are_per_profile_and_copied():
 
 
 # The plan's arithmetic at fixed sizes (the small profile's sizes may change; this must not).
-SIZED = PROFILES["small"].replace(k_shot=8, test_size=300)
+SIZED = PROFILES["small"].replace(k_shot=8, test_size=300, budget=100, eval_every=50, popsize=10)
 PROBE = {"population_s": 2.0, "one_s": 0.5, "examples": 16, "text_tokens": 30.0, "prompt_length": 10, "popsize": 10}
 
 

@@ -78,13 +78,15 @@ PROFILES = {
     # Proves that each chapter executes (times: results/chapter-times.md): not an experiment.
     "ci": FULL.replace(name="ci", prompt_length=4, intrinsic_dim=16, popsize=4, budget=16, k_shot=2, eval_every=8,
                        test_size=20, seeds=(1, 2), bbtv2_budget=16),
-    # Sized for 2 CPU cores with SmolLM2-135M on Rotten Tomatoes, so that a chapter takes 5-10
-    # minutes (chapter 3's grid about 14; results/chapter-times.md): 2 shots per class (4
-    # training sentences per call: a call's cost is its sentences) and 100 test sentences, which
-    # the verdict rule pairs, so their sampling noise is counted. What BBT gains at these sizes
-    # is measured by chapter 3 and tests/test_effect.py, not here.
-    "small": FULL.replace(name="small", prompt_length=10, intrinsic_dim=100, popsize=10, budget=100, k_shot=2,
-                          eval_every=50, test_size=100, bbtv2_budget=100),
+    # Sized for 2 CPU cores with SmolLM2-135M on Rotten Tomatoes so that the search has a training
+    # signal: 8 shots per class (16 training sentences per call, 16 dev sentences to pick the best
+    # prompt by; at 2 shots the training accuracy sat at 0.50 in every generation and the dev check
+    # chose by chance), 200 calls (20 generations) and 200 test sentences, which the verdict rule
+    # pairs, so their sampling noise is counted. A BBT run takes about 4.5 minutes here (about 1.2 s a
+    # call); chapters run fewer arms rather than smaller runs. What BBT gains at these sizes:
+    # results/ (the README's first command over 5 seeds) and chapter 3.
+    "small": FULL.replace(name="small", prompt_length=10, intrinsic_dim=100, popsize=10, budget=200, k_shot=8,
+                          eval_every=50, test_size=200, bbtv2_budget=300),
     # A free Colab T4 (times: results/chapter-times.md): the papers' L, d, population and
     # shots; 2,000 calls, a quarter of the papers'.
     "colab": FULL.replace(name="colab", budget=2000, test_size=1000, bbtv2_budget=2000),
