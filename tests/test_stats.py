@@ -258,14 +258,16 @@ M_PAIRED = 1200  # runs per case: 0.80 is then known to +-0.035 and 0.05 to +-0.
 @pytest.mark.parametrize("design", PAIRED_DESIGNS)
 def test_power_and_detectable_match_the_paired_rule_on_simulated_designs(design):
     """The paired rule, run on simulated experiments, calls a difference of ``detectable(se, df)``
-    (``se``, ``df`` from :func:`stats.planned_se`) 80% of the time or a little more, and a null 5%.
+    (``se``, ``df`` from :func:`stats.planned_se`) 80% of the time or a little more, and a null at most 5%.
 
     A little more, because the rule is conservative: its seed part counts the runs' flips that its
     sentence part counts too, and the plan drops ``effect^2`` from ``Var(d_j)``; so the true sd of
     the difference is below ``se`` and the rate lies between 0.80 and the power at that sd
-    (each widened by 3 binomial SE). Measured (1,200 runs each): 0.843 and 0.043 (3 seeds against
-    the reference, band 0.80 to 0.86), 0.838 and 0.052 (5 against 5). A one-sided critical value,
-    or a sentence part that divides all the disagreement by the seeds, misses the band."""
+    (each widened by 3 binomial SE); for the same reason a null is called a difference at most 5%
+    of the time. Measured (1,200 runs each): 0.843 and 0.032 (3 seeds against the reference, band
+    0.80 to 0.86), 0.848 and 0.040 (5 against 5, band 0.80 to 0.84). A sentence part that divides
+    all the disagreement by the seeds (the rate falls to about 0.5) misses the band; the formula
+    of :func:`stats.power` itself is pinned by the Welch test below, where it is exact."""
     N, n_a, n_b, changed, flip, u_sd = PAIRED_DESIGNS[design]
     se, df = plan(N, n_a, n_b, changed, flip, u_sd)
     found = stats.detectable(se, df)
@@ -275,8 +277,9 @@ def test_power_and_detectable_match_the_paired_rule_on_simulated_designs(design)
     for effect, low, high in ((found, 0.8, stats.power(found, sd, df)), (0.0, stats.ALPHA, stats.ALPHA)):
         rate, _ = rejections(lambda: stats.paired(*simulate_design(rng, N, n_a, n_b, effect, changed, flip, u_sd)),
                              M_PAIRED)
-        assert within_binomial(rate, low, M_PAIRED) or within_binomial(rate, high, M_PAIRED) or low < rate < high, (
-            f"effect {effect:.3f}: rejected {rate:.3f}, planned {low:.3f} to {high:.3f}")
+        in_band = low < rate < high or within_binomial(rate, low, M_PAIRED) or within_binomial(rate, high, M_PAIRED)
+        below = effect == 0 and rate < low  # the conservative rule under a null
+        assert in_band or below, f"effect {effect:.3f}: rejected {rate:.3f}, planned {low:.3f} to {high:.3f}"
 
 
 @pytest.mark.parametrize("design", PAIRED_DESIGNS)
