@@ -5,7 +5,7 @@ from tiny import TINY, tiny_folder, tiny_lm, tiny_setup
 
 from bbt_mini.methods.bbt import BBTConfig, run_bbt
 from bbt_mini.methods.bbtv2 import BBTv2Config, run_bbtv2
-from bbt_mini.core.cost import accuracy_by_budget, gain_from, results_by_budget
+from bbt_mini.core.cost import accuracy_by_budget, gain_from, incumbent_curve, results_by_budget, train_accuracy
 from bbt_mini.methods.experiment import evaluate
 from bbt_mini.run.runs import cache_path
 from bbt_mini.run.spec import RunSpec
@@ -52,6 +52,28 @@ def test_testing_along_the_way_leaves_the_run_unchanged(lm):
     assert tested["curve"] == plain["curve"] and tested["dev_calls"] == plain["dev_calls"]
     assert tested["test_accuracy"] == plain["test_accuracy"] and "test_at" not in plain
     np.testing.assert_array_equal(tested["_prompt"], plain["_prompt"])
+
+
+@pytest.mark.parametrize("runner,config", [(run_bbt, BBTConfig(**TINY)), (run_bbtv2, BBTv2Config(**TINY))])
+def test_train_accuracy_is_the_returned_prompts_accuracy_on_the_training_set(lm, runner, config):
+    whole = runner(tiny_setup(lm), config, progress=False, test_at=(4, 12, config.budget))
+    setup = tiny_setup(lm)
+    for budget in (4, 12, config.budget):
+        short = runner(tiny_setup(lm), type(config)(**{**TINY, "budget": budget}), progress=False)
+        on_train = evaluate(setup.service, setup.train, short["_prompt"])["accuracy"]
+        assert train_accuracy(whole, budget) == train_accuracy(short) == pytest.approx(on_train)
+    with pytest.raises(ValueError, match="no test_at entry for 8 calls"):
+        train_accuracy(whole, 8)
+
+
+def test_the_incumbent_is_the_lowest_training_loss_so_far_and_the_first_of_a_tie():
+    curve = [{"calls": 4, "train_loss": 0.9, "train_acc": 0.50}, {"calls": 8, "train_loss": 0.7, "train_acc": 0.75},
+             {"calls": 12, "train_loss": 0.8, "train_acc": 1.00}, {"calls": 16, "train_loss": 0.7, "train_acc": 0.25}]
+    calls, acc = incumbent_curve(curve)
+    assert calls.tolist() == [4, 8, 12, 16] and acc.tolist() == [0.50, 0.75, 0.75, 0.75]
+    run = {"curve": curve, "calls": 16, "best_dev_calls": 4, "test_at": [{"budget": 16, "calls": 16,
+                                                                          "best_dev_calls": 0}]}
+    assert train_accuracy(run) == 0.50 and train_accuracy(run, 16) == 0.75  # 0: never checked, the last incumbent
 
 
 @pytest.mark.parametrize("test_at,message", [([8, 32], "beyond this run's budget of 16"), ([0, 8], "at least 1"),

@@ -91,6 +91,31 @@ def results_by_budget(results: list) -> dict:
     return dict(sorted(by_budget.items()))
 
 
+def incumbent_curve(curve: list, key: str = "train_acc") -> tuple[np.ndarray, np.ndarray]:
+    """``(calls, value)`` per generation of ``key`` for the incumbent: the candidate with the lowest training
+    loss so far (the first one found, on a tie), the prompt a tuning run checks on dev."""
+    calls, values, best = [], [], None
+    for entry in curve:
+        if best is None or entry["train_loss"] < best["train_loss"]:
+            best = entry
+        calls.append(entry["calls"])
+        values.append(best[key])
+    return np.asarray(calls), np.asarray(values, dtype=float)
+
+
+def train_accuracy(result: dict, budget: int | None = None) -> float:
+    """The training accuracy of the prompt a tuning run returned, or (``budget``) the prompt its ``test_at``
+    entry for that budget scored: the incumbent when that prompt was last checked on dev."""
+    entry = result if budget is None else next((e for e in result.get("test_at", ()) if e["budget"] == budget), None)
+    if entry is None:
+        raise ValueError(f"this run has no test_at entry for {budget} calls: run it with test_at=[..., {budget}]")
+    checked = entry["best_dev_calls"] or entry["calls"]  # 0: never checked on dev, the last incumbent returned
+    calls, acc = incumbent_curve(result["curve"])
+    if not len(calls) or calls[0] > checked:
+        raise ValueError(f"the run's curve has no generation by {checked} calls")
+    return float(acc[calls <= checked][-1])
+
+
 def gain_from(tuned: dict, reference, task: str, name: str = "BBT", other: str = "the manual prompt"):
     """The smallest budget from which ``name`` is detectably above ``other``, and the sentence.
 
