@@ -5,7 +5,7 @@ measured over a few seeds (3 in the small profile). Two kinds of noise move that
 
 * **seeds**: another seed draws another training split, projection and search, so another
   prompt; the spread of the per-seed numbers shows it;
-* **test sentences**: the test set is a sample (100 sentences in the small profile), the
+* **test sentences**: the test set is a sample (200 sentences in the small profile), the
   same for every seed and every method. The per-seed spread cannot show this part (every
   seed sees the same sentences), yet it is what makes a tuned method against the manual
   prompt uncertain: about 0.05 in accuracy at 100 sentences, 0.027 at 300.

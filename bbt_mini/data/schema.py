@@ -34,7 +34,7 @@ class Task:
     (``masked`` or ``causal``); ``masked`` and ``causal`` are the defaults, variants such as
     ``causal-paper`` are alternatives a chapter compares. ``strengths`` names, for the offline
     model, the variant whose manual prompt is ``strong`` and the one whose prompt is ``weak``
-    (measured on its small-profile test set, see :data:`bbt_mini.data.tasks.STRENGTHS`):
+    (measured on a 100-sentence test set, see :data:`bbt_mini.data.tasks.STRENGTHS`):
     ``variant="weak"`` selects it.
     """
 
