@@ -144,6 +144,7 @@ def run_bbtv2(setup: Setup, config: BBTv2Config, seed: int | None = None, checkp
     stats = layer_stats(service, setup.train) if config.sampler != "uniform" else None
     As, p0 = deep_projections(service, config, seed, stats)
     optimizers = [make_optimizer(config.optimizer, config.intrinsic_dim, config.sigma0, config.popsize,
-                                 layer_seed(seed, layer), config.bound) for layer in range(service.num_layers)]
+                                 layer_seed(seed, layer), config.bound, config.adapt_sigma)
+                  for layer in range(service.num_layers)]
     return tune(setup, config, seed, method_name("bbtv2", config), LayerByLayer(As, p0, optimizers), checkpoint,
                 resume, progress, test, test_at, layer_stats=None if stats is None else stats.tolist())
