@@ -34,8 +34,11 @@ def load(task="rotten_tomatoes", model="smollm2", k=16, seed=1):
 
 
 def cma_es(d, sigma0, popsize, seed, **options):
-    """pycma's CMA-ES, started at z = 0, drawing from a random generator of its own."""
+    """pycma's CMA-ES, started at z = 0, drawing from a random generator of its own;
+    its step size adapts by CSA at every d, as in the papers' pycma (4.5 picks TPA
+    from d = 300 on when not told)."""
     options.update(popsize=popsize, randn=np.random.RandomState(seed).randn, verbose=-9)
+    options.setdefault("AdaptSigma", cma.sigma_adaptation.CMAAdaptSigmaCSA)
     return cma.CMAEvolutionStrategy(np.zeros(d), sigma0, options)
 
 

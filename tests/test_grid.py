@@ -71,9 +71,14 @@ def test_plan_applies_task_sizes_and_the_papers_settings_in_full():
     assert (small["bbc_news-bbt-s1"].k, small["bbc_news-bbt-s1"].test_size) == (1, 100)
     assert (small["bbc_news-manual-s1"].k, small["bbc_news-manual-s1"].config) == (1, {})
     full = {c.name: c.spec for c in grid.plan(["dbpedia", "rte"], ["bbt", "bbtv2"], [1], "full", "roberta-large")}
-    assert changed(full["dbpedia-bbt-s1"]) == {"budget": 20000}  # the authors' README: for BBT
-    assert changed(full["rte-bbt-s1"]) == {"loss": "hinge"}
-    assert changed(full["dbpedia-bbtv2-s1"]) == changed(full["rte-bbtv2-s1"]) == {}  # BBTv2: the papers' own
+    assert changed(full["dbpedia-bbt-s1"]) == changed(full["dbpedia-bbtv2-s1"]) == {}  # Table 3: equal calls
+    assert full["dbpedia-bbt-s1"].config.budget == full["dbpedia-bbtv2-s1"].config.budget == paper.TABLE_BUDGET
+    assert changed(full["rte-bbt-s1"]) == changed(full["rte-bbtv2-s1"]) == {"loss": "hinge"}  # one pair-task rule
+    for profile in ("ci", "small", "colab"):  # the same rule in every profile, for both tuners
+        specs = {c.name: c.spec for c in grid.plan(["bbc_pairs", "rotten_tomatoes"], ["bbt", "bbtv2"], [1], profile)}
+        assert {n: s.config.loss for n, s in specs.items()} == {
+            "bbc_pairs-bbt-s1": "hinge", "bbc_pairs-bbtv2-s1": "hinge",
+            "rotten_tomatoes-bbt-s1": "ce", "rotten_tomatoes-bbtv2-s1": "ce"}
 
 
 @pytest.mark.parametrize("settings,message", [({"budget": 0}, "budget must be at least 1"),
@@ -210,11 +215,34 @@ def test_the_table_gives_each_swept_value_its_row_and_compares_like_with_like():
                      ("BBTv2 (intrinsic_dim=8)", "BBT (intrinsic_dim=8)")}
 
 
+def test_each_paper_number_sits_beside_the_run_of_its_budget_and_tuners_meet_at_equal_calls():
+    """DBPedia: BBT at 8,000 calls beside the BBTv2 paper's 79.99 and judged against BBTv2 at 8,000; BBT at
+    20,000 beside the ICML paper's own 87.80 and never judged against BBTv2 at 8,000."""
+    def runs(method, budget, accs):
+        out = [result("dbpedia", method, s, a) for s, a in zip((1, 2), accs)]
+        for r in out:
+            r["config"]["budget"] = budget
+        return out
+
+    equal = paper.grid_table(runs("bbt", 8000, (0.80, 0.82)) + runs("bbtv2", 8000, (0.90, 0.92)),
+                             paper.per_seed(compare))
+    assert (equal.cell("dbpedia", "BBT")["paper"], equal.cell("dbpedia", "BBTv2")["paper"]) == (79.99, 93.64)
+    assert [(v["method"], v["versus"]) for v in equal.verdicts] == [("BBTv2", "BBT")]
+    assert "| BBT | 81.00 ± 1.41 (n=2) | 79.99 |" in equal.markdown()
+    longer = paper.grid_table(runs("bbt", 20000, (0.86, 0.88)) + runs("bbtv2", 8000, (0.90, 0.92)),
+                              paper.per_seed(compare))
+    bbt = longer.cell("dbpedia", "BBT")
+    assert (bbt["budget"], bbt["paper"], bbt["paper_budget"]) == (20000, 87.80, 20000)
+    assert longer.verdicts == []  # 20,000 calls against 8,000: not an equal-budget comparison
+    short = paper.grid_table(runs("bbt", 2000, (0.5, 0.6)), None)
+    assert "| BBT | 55.00 ± 7.07 (n=2) | 79.99 (at 8,000 calls) |" in short.markdown()  # another budget: said
+
+
 def test_cost_of_the_papers_grid_counts_its_calls_and_prices_them_from_the_benchmark():
     cells = grid.plan(paper.PAPER_TASKS, ["manual", "bbt", "bbtv2"], [1, 2, 3], "full", "roberta-large")
     c = grid.cost(cells)
     assert (c["cells"], c["tuning_runs"]) == (63, 42)
-    assert c["calls"] == 3 * (6 * 8000 + 20000) + 3 * 7 * 8000  # DBPedia: 20,000 calls for BBT
+    assert c["calls"] == 2 * 3 * 7 * 8000  # every tuner at Table 3's 8,000 calls, DBPedia's BBT too
     record = json.loads(grid.BENCH.read_text())["runs"]["roberta-large-shape BBT"]
     sst2 = grid.cost([c for c in cells if c.name == "sst2-bbt-s1"])
     assert sst2["gpu_s"] == pytest.approx(8000 * record["fast_s_per_call"])  # 32 examples of the benchmark's length

@@ -75,3 +75,47 @@ def test_frozen_cma_continues_exactly_after_a_checkpoint():
     b = restore(a.state())
     Xa, Xb = a.ask(), b.ask()
     np.testing.assert_array_equal(Xa, Xb)
+
+
+def test_bbt_and_bbtv2_at_the_papers_d_adapt_sigma_by_csa_where_pycma_alone_would_pick_tpa():
+    """The papers' pycma (2022) adapted sigma by CSA at every d; pycma 4.5 picks TPA from d = 300 on. The full
+    and colab profiles (d = 500) build BBT's and BBTv2's optimisers with CSA all the same."""
+    import cma
+
+    from bbt_mini.methods.registry import config
+
+    d = 500
+    assert d >= cma.evolution_strategy.TPA_dimension
+    own = cma.CMAEvolutionStrategy(np.zeros(d), 1.0, {"popsize": 20, "seed": 1, "verbose": -9})
+    assert isinstance(own.adapt_sigma, cma.sigma_adaptation.CMAAdaptSigmaTPA)  # what the setting prevents
+    for profile in ("colab", "full"):
+        for method in ("bbt", "bbtv2"):
+            c = config(method, profile)
+            assert (c.intrinsic_dim, c.adapt_sigma) == (d, "csa")
+            for name in ("cma", "sep-cma", "frozen-cma"):
+                opt = make_optimizer(name, c.intrinsic_dim, c.sigma0, c.popsize, 1, c.bound, c.adapt_sigma)
+                assert isinstance(opt.es.adapt_sigma, cma.sigma_adaptation.CMAAdaptSigmaCSA), (profile, method, name)
+    tpa = make_optimizer("cma", d, 1.0, 20, 1, adapt_sigma="tpa")
+    assert isinstance(tpa.es.adapt_sigma, cma.sigma_adaptation.CMAAdaptSigmaTPA)
+    with pytest.raises(ValueError, match="pycma rule"):
+        BBTConfig(optimizer="mini-cma", adapt_sigma="tpa").check()
+    with pytest.raises(ValueError, match="unknown adapt_sigma"):
+        BBTConfig(adapt_sigma="median").check()
+
+
+def test_below_300_dimensions_the_explicit_csa_runs_exactly_as_pycmas_default():
+    """The small and ci profiles (d < 300) got CSA from pycma already: naming it changes none of their numbers."""
+    import cma
+
+    d = 100
+    ours = make_optimizer("cma", d, 1.0, 10, seed=3)
+    assert ours.es.opts["AdaptSigma"] is cma.sigma_adaptation.CMAAdaptSigmaCSA  # named, not left to pycma
+    plain = cma.CMAEvolutionStrategy(np.zeros(d), 1.0, {"popsize": 10, "seed": 3, "verbose": -9, "tolfun": 0,
+                                                        "randn": np.random.RandomState(3).randn})
+    assert type(plain.adapt_sigma) is type(ours.es.adapt_sigma)  # pycma's own choice below 300
+    for _ in range(5):
+        X, Y = ours.ask(), np.array(plain.ask())
+        np.testing.assert_array_equal(X, Y)
+        ours.tell(X, tilted_ellipsoid(X))
+        plain.tell(list(Y), list(tilted_ellipsoid(Y)))
+    assert ours.es.sigma == plain.sigma

@@ -9,6 +9,7 @@ from bbt_mini.core import settings
 from bbt_mini.core.profiles import PROFILES, get_profile, task_sizes
 from bbt_mini.core.settings import default_dtype, gpu_dtype
 from bbt_mini.methods.bbt import BBTConfig
+from bbt_mini.methods.bbtv2 import PUBLISHED_RECIPE, RECIPE_PROFILES
 from bbt_mini.methods.registry import config
 from bbt_mini.run.timing import Plan
 
@@ -245,15 +246,22 @@ def test_bbt_means_bbts_uniform_A_in_every_profile(name):
 
 
 def test_the_papers_settings_have_one_copy():
-    """BBTConfig's defaults are the full profile's sizes; the step size and the sampler are the methods' own,
-    the same in every profile."""
+    """BBTConfig's defaults are the full profile's sizes; BBT's step size, scale and sampler are its own, the same
+    in every profile. BBTv2 runs its authors' README recipe (sigma0 = alpha = 0.2) in the profiles at the papers'
+    sizes and deepbbt.py's defaults (1, 1) below them; a setting given still wins."""
     full = PROFILES["full"]
     assert config("bbt", full) == BBTConfig()
+    papers_search = (full.prompt_length, full.intrinsic_dim, full.popsize)
+    assert set(RECIPE_PROFILES) == {n for n, p in PROFILES.items()
+                                    if (p.prompt_length, p.intrinsic_dim, p.popsize) == papers_search}
+    assert PUBLISHED_RECIPE == {"sigma0": 0.2, "alpha": 0.2}  # the README's deepbbt.py example
     for name, p in PROFILES.items():
-        for method in ("bbt", "bbtv2"):
-            mine, papers = config(method, p), config(method, full)
-            assert (mine.sigma0, mine.alpha, mine.sampler) == (papers.sigma0, papers.alpha, papers.sampler), name
-        assert not {"sigma0", "alpha", "sampler"} & {f.name for f in dataclasses.fields(p)}
+        bbt, v2 = config("bbt", p), config("bbtv2", p)
+        assert (bbt.sigma0, bbt.alpha, bbt.sampler) == (1.0, 1.0, "uniform"), name
+        assert (v2.sigma0, v2.alpha) == ((0.2, 0.2) if name in RECIPE_PROFILES else (1.0, 1.0)), name
+        assert v2.sampler == "normal" and bbt.adapt_sigma == v2.adapt_sigma == "csa"
+        assert not {"sigma0", "alpha", "sampler", "adapt_sigma"} & {f.name for f in dataclasses.fields(p)}
+    assert config("bbtv2", "full", alpha=1.0).alpha == 1.0
 
 
 def test_the_server_and_the_package_share_one_dtype_rule_on_a_t4(monkeypatch, tmp_path):

@@ -78,8 +78,8 @@ def test_settings_resolve_from_the_profile_then_the_tasks_sizes_then_the_given()
     assert (v2.config.budget, v2.config.sampler, v2.config.sigma0) == (50, "normal", 1.0)  # its own sampler
     pt = RunSpec("prompt_tuning", "bbc_news", profile="small", per_task=True, config={"steps": 3})
     assert (pt.config, pt.k) == ({"prompt_length": small.prompt_length, "steps": 3}, 1)  # budgets: the tuners'
-    papers = RunSpec("bbt", "rte", profile="full", per_task=True)
-    assert papers.config.loss == "hinge" and RunSpec("bbt", "rte", profile="full").config.loss == "ce"
+    papers = RunSpec("bbtv2", "rte", profile="full", per_task=True)
+    assert papers.config.loss == "hinge" and RunSpec("bbtv2", "rte", profile="full").config.loss == "ce"
     assert dataclasses.replace(per_task, seed=2).config == per_task.config  # a resolved spec resolves to itself
 
 

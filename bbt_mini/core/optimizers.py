@@ -9,6 +9,12 @@
 * ``random``: random search, every candidate drawn afresh from ``N(0, sigma0^2 I)``: the
   baseline that shows what CMA-ES's adaptation buys.
 
+The pycma-based ones adapt the step size by the rule ``adapt_sigma`` names (:data:`STEP_SIZE_RULES`):
+``csa``, cumulative step-size adaptation, what pycma ran at every dimension when the papers were
+written (2022), or ``tpa``, two-point adaptation, which pycma 4.5 picks by itself from 300
+dimensions on (``cma.evolution_strategy.TPA_dimension``). The rule is always passed, never left to
+pycma's default, so a run's step-size rule does not depend on its ``d`` or on pycma's version.
+
 An optimiser is plain numpy over vectors: it never sees the model. Its whole state can be
 pickled (see :meth:`Optimizer.state` / :func:`restore`), which is what checkpoints save.
 """
@@ -24,6 +30,10 @@ import numpy as np
 from .cmaes import CMAES
 
 OPTIMIZERS = ("cma", "sep-cma", "frozen-cma", "mini-cma", "random")
+# pycma's option AdaptSigma: the class of the step-size rule (cma.sigma_adaptation)
+STEP_SIZE_RULES = {"csa": cma.sigma_adaptation.CMAAdaptSigmaCSA, "tpa": cma.sigma_adaptation.CMAAdaptSigmaTPA}
+# the optimisers that run pycma, and so take either rule; mini-cma adapts by CSA only, random search not at all
+PYCMA = ("cma", "sep-cma", "frozen-cma")
 
 
 def check_seed(seed: int) -> int:
@@ -66,8 +76,9 @@ class PyCMA(Optimizer):
     """
 
     def __init__(self, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None,
-                 diagonal: bool = False, learn_covariance: bool = True):
+                 diagonal: bool = False, learn_covariance: bool = True, adapt_sigma: str = "csa"):
         opts = {"popsize": popsize, "seed": check_seed(seed), "verbose": -9, "CMA_diagonal": diagonal,
+                "AdaptSigma": step_size_rule(adapt_sigma),
                 "tolfun": 0, "tolflatfitness": 10**9, "tolfunhist": 0, "tolx": 0, "tolstagnation": 10**9}
         if bound:
             opts["bounds"] = [-bound, bound]
@@ -75,8 +86,8 @@ class PyCMA(Optimizer):
             # CMA_on multiplies every covariance learning rate (c1, c_mu and their sep- and
             # active variants); 0 switches the covariance update off and leaves C where it
             # starts: the identity, up to the factors exp(1e-4 i / d) that pycma puts on its
-            # diagonal to keep the eigenvalues apart. Mean and step size adapt as usual (pycma's
-            # default: CSA below 300 dimensions, two-point adaptation, TPA, from 300 on).
+            # diagonal to keep the eigenvalues apart. Mean and step size adapt as usual (the step
+            # size by the rule adapt_sigma names).
             opts["CMA_on"] = 0
         self._random = np.random.RandomState(seed)
         opts["randn"] = self._random.randn
@@ -137,14 +148,25 @@ class RandomSearch(Optimizer):
         pass
 
 
-def make_optimizer(name: str, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None) -> Optimizer:
-    """One of :data:`OPTIMIZERS`, seeded."""
+def step_size_rule(name: str) -> type:
+    """pycma's class for the step-size rule ``name`` (:data:`STEP_SIZE_RULES`), refused if unknown."""
+    if name not in STEP_SIZE_RULES:
+        raise ValueError(f"unknown step-size rule {name!r}; choose one of {tuple(STEP_SIZE_RULES)}")
+    return STEP_SIZE_RULES[name]
+
+
+def make_optimizer(name: str, d: int, sigma0: float, popsize: int, seed: int, bound: float | None = None,
+                   adapt_sigma: str = "csa") -> Optimizer:
+    """One of :data:`OPTIMIZERS`, seeded; a pycma one adapts its step size by ``adapt_sigma``."""
+    if name not in PYCMA and step_size_rule(adapt_sigma) is not STEP_SIZE_RULES["csa"]:
+        raise ValueError(f"the step-size rule {adapt_sigma!r} is pycma's: the optimisers {PYCMA} take it, "
+                         f"not {name!r} (mini-cma adapts by CSA, random search not at all)")
     if name == "cma":
-        return PyCMA(d, sigma0, popsize, seed, bound)
+        return PyCMA(d, sigma0, popsize, seed, bound, adapt_sigma=adapt_sigma)
     if name == "sep-cma":
-        return PyCMA(d, sigma0, popsize, seed, bound, diagonal=True)
+        return PyCMA(d, sigma0, popsize, seed, bound, diagonal=True, adapt_sigma=adapt_sigma)
     if name == "frozen-cma":
-        return PyCMA(d, sigma0, popsize, seed, bound, learn_covariance=False)
+        return PyCMA(d, sigma0, popsize, seed, bound, learn_covariance=False, adapt_sigma=adapt_sigma)
     if name == "mini-cma":
         return MiniCMA(d, sigma0, popsize, seed, bound)
     if name == "random":

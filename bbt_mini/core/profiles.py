@@ -24,9 +24,11 @@ states its sizes in one line. A method's settings at a profile's sizes are built
 methods (:func:`bbt_mini.methods.registry.config`); the device and the number format are
 :mod:`bbt_mini.core.settings`'.
 
-A profile holds sizes only: what is the same in every profile (CMA-ES's initial step size, the sampler of
-``A`` and its scale) is a method's own setting (:class:`bbt_mini.methods.bbt.BBTConfig`,
-:class:`bbt_mini.methods.bbtv2.BBTv2Config`).
+A profile holds sizes only: CMA-ES's initial step size, its step-size rule, the sampler of ``A`` and its
+scale are a method's own settings (:class:`bbt_mini.methods.bbt.BBTConfig`,
+:class:`bbt_mini.methods.bbtv2.BBTv2Config`), the same in every profile except one: BBTv2 runs its authors'
+published ``sigma0`` and ``alpha`` in the profiles at the papers' sizes (colab, full), and ``deepbbt.py``'s
+defaults below them (:data:`bbt_mini.methods.bbtv2.RECIPE_PROFILES`).
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.metrics import LOSSES
-from ..core.optimizers import OPTIMIZERS, Optimizer, make_optimizer, restore
+from ..core.optimizers import OPTIMIZERS, PYCMA, STEP_SIZE_RULES, Optimizer, make_optimizer, restore
 from ..core.profiles import FULL, Profile
 from ..core.projection import P0_FIRST_TOKEN, SAMPLERS, Projection, build_p0, check_p0, make_A
 from ..service.blackbox import BlackBox
@@ -51,6 +51,10 @@ class BBTConfig:
     sampler: str = setting("uniform", "A: uniform (BBT), normal or normal-v1 (BBTv2)", SAMPLERS)
     alpha: float = setting(1.0, "scale of the normal sampler")
     optimizer: str = setting("cma", "the derivative-free optimiser over z", OPTIMIZERS)
+    # The papers ran pycma of 2022, which adapted the step size by CSA at every d; pycma 4.5 switches to
+    # two-point adaptation (TPA) from d = 300 on, the papers' d = 500 included, unless told the rule.
+    adapt_sigma: str = setting("csa", "pycma's step-size rule: csa (cumulative, as the papers ran at every d) or "
+                               "tpa (two-point: pycma 4.5's own choice from d = 300)", tuple(STEP_SIZE_RULES))
     p0: str = setting("tokens", f"tokens: embeddings of tokens {P0_FIRST_TOKEN}.. (the papers); zeros; "
                       "random-tokens; words:<text>; file:<prompt.npy>")
     checkpoint_every: int = setting(0, "API calls between checkpoints (0: at every dev check)")
@@ -80,6 +84,9 @@ class BBTConfig:
             raise ValueError(f"sigma0 must be positive; got {self.sigma0}")
         if self.bound is not None and self.bound <= 0:
             raise ValueError(f"bound must be positive; got {self.bound}")
+        if self.adapt_sigma != "csa" and self.optimizer not in PYCMA:
+            raise ValueError(f"adapt_sigma {self.adapt_sigma!r} is a pycma rule, for the optimizers {PYCMA}; "
+                             f"{self.optimizer} adapts by CSA or not at all")
 
 
 def settings(config_class=BBTConfig) -> list:
@@ -150,5 +157,5 @@ def run_bbt(setup: Setup, config: BBTConfig, seed: int | None = None, checkpoint
     seed = setup.seed if seed is None else seed
     search = Subspace(projection_for(setup.service, config, seed),
                       make_optimizer(config.optimizer, config.intrinsic_dim, config.sigma0, config.popsize, seed,
-                                     config.bound))
+                                     config.bound, config.adapt_sigma))
     return tune(setup, config, seed, method_name("bbt", config), search, checkpoint, resume, progress, test, test_at)

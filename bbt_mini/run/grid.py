@@ -82,8 +82,10 @@ def plan(tasks, methods, seeds, profile: str | None = None, model: str = "smollm
     ``settings``: BBT/BBTv2 settings (``budget=``, ``intrinsic_dim=``...) and ``k``/``test_size``;
     a list is swept (one cell per value, named after it: :func:`cell_name`), a single value applies to
     every cell. Each cell's spec is made with ``per_task=True``: it also gets its task's sizes in the
-    profile and, in the ``full`` profile, the papers' per-task settings (:mod:`bbt_mini.run.spec`); the
-    given settings come last. A baseline takes only ``k`` and ``test_size``: its cells are not
+    profile and the book's per-task recipe (:func:`bbt_mini.core.paper.task_settings`: both tuners train
+    with the hinge loss on sentence pairs; every tuner runs the profile's budget, DBPedia's too, so BBT and
+    BBTv2 meet at equal calls as in the BBTv2 paper's Table 3) (:mod:`bbt_mini.run.spec`); the given
+    settings come last. A baseline takes only ``k`` and ``test_size``: its cells are not
     repeated over the tuners' swept settings.
     """
     profile = get_profile(profile)

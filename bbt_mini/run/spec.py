@@ -8,7 +8,7 @@ resolved, from the lowest layer up:
 1. the method's own defaults (:class:`bbt_mini.methods.bbt.BBTConfig`'s fields, a baseline's arguments);
 2. the profile's sizes (:mod:`bbt_mini.core.profiles`);
 3. with ``per_task=True`` (the grid), the task's sizes in the profile (:data:`~bbt_mini.core.profiles.TASK_SIZES`)
-   and, in the full profile, the papers' per-task settings (:data:`bbt_mini.core.paper.PAPER_SETTINGS`);
+   and the book's per-task recipe (:func:`bbt_mini.core.paper.task_settings`: the loss on sentence pairs);
 4. the settings given (``config``, ``k``, ``test_size``).
 
 A spec holds the resolved settings, so two specs are the same run exactly when they are equal:
@@ -24,7 +24,7 @@ from dataclasses import InitVar, dataclass, field
 from pathlib import PurePath
 
 from ..core.optimizers import check_seed
-from ..core.paper import PAPER_SETTINGS
+from ..core.paper import task_settings
 from ..core.profiles import Profile, get_profile, task_sizes
 from ..core.settings import dtype_name
 from ..data.schema import Task
@@ -144,8 +144,7 @@ def _check_applies(row: Method, given: dict, test_at: tuple) -> None:
 
 
 def _per_task(row: Method, task: str, profile: Profile) -> dict:
-    """The task's sizes in ``profile`` and, in the full profile, the papers' settings for it: every method takes
-    the shots and the test size, a tuner the rest (budgets in API calls)."""
-    layer = {**task_sizes(task, profile),
-             **(PAPER_SETTINGS.get(row.name, {}).get(task, {}) if profile.name == "full" else {})}
+    """The task's sizes in ``profile`` and the book's per-task recipe for the method: every method takes the shots
+    and the test size, a tuner the rest (budgets in API calls, the loss)."""
+    layer = {**task_sizes(task, profile), **task_settings(row.name, task)}
     return {k: v for k, v in layer.items() if k in RUN_SIZES or row.tunes}
