@@ -34,8 +34,8 @@ def _v(template: str, *words: str) -> Verbalizer:
     return Verbalizer(template, tuple(words))
 
 
-# For the offline SmolLM2 (manual prompt, 100-sentence test sets as chapter 3 draws them, bf16): Rotten Tomatoes' instruction
-# template 0.667 and the papers' kind, the label word after "It was", 0.577 (it answers "great" 86% of
+# For the offline SmolLM2 (manual prompt, 100-sentence test sets as chapter 3 draws them, bf16): Rotten Tomatoes'
+# instruction template 0.667 and the papers' kind, the label word after "It was", 0.577 (it answers "great" 86% of
 # the time); on BBC News the reverse: a sentence to complete, "This news article is about", 0.765, and
 # the instruction template listing the topics 0.355 (it answers "politics" 60% of the time).
 STRENGTHS = {"rotten_tomatoes": {"strong": None, "weak": "paper"}, "bbc_news": {"strong": "about", "weak": None}}
