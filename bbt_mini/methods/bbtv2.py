@@ -137,10 +137,11 @@ class LayerByLayer:
 
 
 class Joint(LayerByLayer):
-    """One optimiser over all layers' ``z`` at once: a candidate is ``(z_0, ..., z_{N-1})``, ``N x d`` numbers.
+    """One optimiser over all layers' ``z`` at once: ``(z_0, ..., z_{N-1})``.
 
-    The prompts are built as :class:`LayerByLayer` builds them (the same ``A_l`` and ``p0``); every
-    candidate moves every layer. Nothing is fixed between generations: the search is one CMA-ES, as BBT's.
+    That is ``N x d`` numbers. The prompts are built as :class:`LayerByLayer`
+    builds them (the same ``A_l`` and ``p0``); every candidate moves every
+    layer. Nothing is fixed between generations: one CMA-ES, as BBT's.
     """
 
     def __init__(self, As: list, p0: np.ndarray, optimizer: Optimizer):
@@ -151,11 +152,12 @@ class Joint(LayerByLayer):
         """(n, layers, L, H): each layer's prompt from its own block of ``z``."""
         Z = self.optimizer.ask()[:n]
         blocks = Z.reshape(len(Z), len(self.As), -1)
-        prompts = np.stack([self.layer_prompt(blocks[:, at], at) for at in range(len(self.As))], 1)
+        prompts = np.stack([self.layer_prompt(blocks[:, at], at)
+                            for at in range(len(self.As))], 1)
         return Z, prompts.astype(np.float32)
 
     def tell(self, Z: np.ndarray, prompts: np.ndarray, losses: np.ndarray) -> dict:
-        if len(Z) == self.optimizer.popsize:  # a last, partial generation only spends the budget
+        if len(Z) == self.optimizer.popsize:  # a partial last generation: budget only
             self.optimizer.tell(Z, losses)
         return {}
 
