@@ -94,8 +94,8 @@ def test_joint_search_spends_the_same_calls_and_moves_every_layer_at_once(setup)
     """One CMA-ES over all layers' z: the same calls as BBTv2's layer-by-layer search (a partial last
     generation included), a deep prompt of the same shape, every layer moved from the first generation."""
     layers = setup.service.num_layers
-    budget = 2 * layers + 3
-    config = {**TINY, "popsize": 2, "budget": budget, "eval_every": 40}
+    budget = 3 * layers + 2
+    config = {**TINY, "popsize": 3, "budget": budget, "eval_every": 40}
     joint = run_bbtv2(setup, BBTv2Config(**config, search="joint"), progress=False)
     layerwise = run_bbtv2(setup, BBTv2Config(**config), progress=False)
     assert joint["calls"] == layerwise["calls"] == budget
@@ -148,6 +148,12 @@ def test_bad_configs_are_refused(setup, bad, match):
 def test_an_unknown_search_is_refused(setup):
     with pytest.raises(ValueError, match="unknown search"):
         run_bbtv2(setup, BBTv2Config(**{**TINY, "search": "greedy"}), progress=False)
+
+
+def test_the_joint_search_refuses_a_population_below_3(setup):
+    """pycma's two-point step-size rule, used from 300 dimensions on, needs two of each population."""
+    with pytest.raises(ValueError, match="at least 3"):
+        run_bbtv2(setup, BBTv2Config(**{**TINY, "search": "joint", "popsize": 2}), progress=False)
 
 
 def test_config_sizes_come_from_the_profile_and_bbtv2_takes_its_own_budget():
