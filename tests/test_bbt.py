@@ -13,7 +13,9 @@ from bbt_mini.core.paper import method_label
 from bbt_mini.core.projection import P0_FIRST_TOKEN, build_p0
 from bbt_mini.core.results import to_json
 from bbt_mini.methods.bbt import BBTConfig, projection_for, run_bbt
-from bbt_mini.methods.bbtv2 import LAYER_SEEDS, BBTv2Config, deep_projections, layer_seed, run_bbtv2
+from bbt_mini.core.optimizers import make_optimizer
+from bbt_mini.methods.bbtv2 import (LAYER_SEEDS, BBTv2Config, Joint, deep_projections, layer_seed, layer_stats,
+                                 run_bbtv2)
 from bbt_mini.methods.experiment import evaluate
 
 
@@ -88,6 +90,38 @@ def test_another_optimizer_is_named_in_the_method_and_gets_its_own_row_label(set
     assert method_label(other) == method_label(cma) + " (random)"
 
 
+def test_joint_search_spends_the_same_calls_and_moves_every_layer_at_once(setup):
+    """One CMA-ES over all layers' z: the same calls as BBTv2's layer-by-layer search (a partial last
+    generation included), a deep prompt of the same shape, every layer moved from the first generation."""
+    layers = setup.service.num_layers
+    budget = 3 * layers + 2
+    config = {**TINY, "popsize": 3, "budget": budget, "eval_every": 40}
+    joint = run_bbtv2(setup, BBTv2Config(**config, search="joint"), progress=False)
+    layerwise = run_bbtv2(setup, BBTv2Config(**config), progress=False)
+    assert joint["calls"] == layerwise["calls"] == budget
+    assert [e["calls"] for e in joint["curve"]] == [e["calls"] for e in layerwise["curve"]]
+    assert joint["method"] == "deep-joint" and layerwise["method"] == "bbtv2" and "layer" not in joint["curve"][0]
+    assert joint["_prompt"].shape == layerwise["_prompt"].shape == (layers, 2, setup.service.hidden_size)
+    first = run_bbtv2(setup, BBTv2Config(**{**TINY, "budget": 4, "eval_every": 4, "search": "joint"}),
+                      progress=False)
+    assert all(np.abs(first["_prompt"][layer]).max() > 0 for layer in range(layers))
+
+
+def test_joint_candidates_are_each_layers_A_times_its_block_of_z(setup):
+    """The joint search draws layers x d numbers and builds layer l's prompt from block l with BBTv2's own
+    A_l (and p0 at layer 0)."""
+    config = BBTv2Config(**TINY)
+    As, p0 = deep_projections(setup.service, config, 1, layer_stats(setup.service, setup.train))
+    layers, d = len(As), config.intrinsic_dim
+    search = Joint(As, p0, make_optimizer("cma", layers * d, config.sigma0, 3, seed=1))
+    Z, prompts = search.ask(3)
+    assert Z.shape == (3, layers * d) and prompts.shape == (3, layers, *p0.shape)
+    for layer in range(layers):
+        block = Z[:, layer * d:(layer + 1) * d]
+        expected = (block @ As[layer].T).reshape(3, *p0.shape) + (p0 if layer == 0 else 0)
+        np.testing.assert_allclose(prompts[:, layer], expected, rtol=1e-5, atol=1e-6)
+
+
 def test_layer_seeds_differ_for_every_seed_and_layer_and_are_never_zero():
     seeds = [layer_seed(s, layer) for s in range(1, 4) for layer in range(LAYER_SEEDS - 1)]
     assert len(set(seeds)) == len(seeds) and min(seeds) > 0
@@ -109,6 +143,17 @@ def test_p0_from_tokens_beyond_the_vocabulary_says_use_zeros(setup):
 def test_bad_configs_are_refused(setup, bad, match):
     with pytest.raises(ValueError, match=match):
         run_bbt(setup, BBTConfig(**{**TINY, **bad}), progress=False)
+
+
+def test_an_unknown_search_is_refused(setup):
+    with pytest.raises(ValueError, match="unknown search"):
+        run_bbtv2(setup, BBTv2Config(**{**TINY, "search": "greedy"}), progress=False)
+
+
+def test_the_joint_search_refuses_a_population_below_3(setup):
+    """pycma's two-point step-size rule, used from 300 dimensions on, needs two of each population."""
+    with pytest.raises(ValueError, match="at least 3"):
+        run_bbtv2(setup, BBTv2Config(**{**TINY, "search": "joint", "popsize": 2}), progress=False)
 
 
 def test_config_sizes_come_from_the_profile_and_bbtv2_takes_its_own_budget():

@@ -35,7 +35,9 @@ def _cut_off(setup, runner, config, ckpt, after_calls, test_at=()):
 
 
 @pytest.mark.parametrize("runner,config", [(run_bbt, BBTConfig(**{**TINY, "checkpoint_every": 4})),
-                                           (run_bbtv2, BBTv2Config(**{**TINY, "budget": 12, "checkpoint_every": 4}))])
+                                           (run_bbtv2, BBTv2Config(**{**TINY, "budget": 12, "checkpoint_every": 4})),
+                                           (run_bbtv2, BBTv2Config(**{**TINY, "budget": 12, "checkpoint_every": 4,
+                                                                      "search": "joint"}))])
 def test_interrupted_run_resumes_to_the_identical_result(lm, tmp_path, runner, config):
     whole = runner(tiny_setup(lm), config, progress=False)
     setup, ckpt = tiny_setup(lm), tmp_path / "run.ckpt"

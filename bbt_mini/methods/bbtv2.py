@@ -33,6 +33,8 @@ from .bbt import BBTConfig, method_name, p0_for, setting
 from .experiment import Setup
 from .tuning import tune
 
+SEARCHES = ("layerwise", "joint")
+
 # Each layer's optimiser gets its own seed, seed * LAYER_SEEDS + layer + 1: distinct for every
 # (seed, layer) pair as long as a model has fewer than LAYER_SEEDS layers, and never 0 (pycma
 # reads 0 as "seed from the clock").
@@ -56,6 +58,8 @@ class BBTv2Config(BBTConfig):
     :data:`RECIPE_PROFILES` the authors' published recipe (:data:`PUBLISHED_RECIPE`)."""
 
     sampler: str = setting("normal", "A: normal (BBTv2's, the default here), normal-v1 or uniform", SAMPLERS)
+    search: str = setting("layerwise", "layerwise: one CMA-ES per layer, in turns (BBTv2); joint: one CMA-ES "
+                          "over all layers' z at once (not BBTv2: what divide and conquer avoids)", SEARCHES)
 
     @classmethod
     def from_profile(cls, profile: Profile, **overrides) -> "BBTv2Config":
@@ -145,6 +149,43 @@ class LayerByLayer:
         self.layer = state["layer"]
 
 
+class Joint(LayerByLayer):
+    """One optimiser over all layers' ``z`` at once: ``(z_0, ..., z_{N-1})``.
+
+    That is ``N x d`` numbers. The prompts are built as :class:`LayerByLayer`
+    builds them (the same ``A_l`` and ``p0``); every candidate moves every
+    layer. Nothing is fixed between generations: one CMA-ES, as BBT's.
+    """
+
+    def __init__(self, As: list, p0: np.ndarray, optimizer: Optimizer):
+        super().__init__(As, p0, [])
+        self.optimizer = optimizer
+
+    def ask(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, layers, L, H): each layer's prompt from its own block of ``z``."""
+        Z = self.optimizer.ask()[:n]
+        blocks = Z.reshape(len(Z), len(self.As), -1)
+        prompts = np.stack([self.layer_prompt(blocks[:, at], at)
+                            for at in range(len(self.As))], 1)
+        return Z, prompts.astype(np.float32)
+
+    def tell(self, Z: np.ndarray, prompts: np.ndarray, losses: np.ndarray) -> dict:
+        if len(Z) == self.optimizer.popsize:  # a partial last generation: budget only
+            self.optimizer.tell(Z, losses)
+        return {}
+
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state()}
+
+    def load(self, state: dict) -> None:
+        self.optimizer = restore(state["optimizer"])
+
+
+def search_name(config: BBTv2Config) -> str:
+    """``bbtv2`` (``bbtv2-<optimiser>``) for BBTv2's own search; ``deep-joint`` (...) for the joint one."""
+    return method_name("bbtv2" if config.search == "layerwise" else "deep-joint", config)
+
+
 def run_bbtv2(setup: Setup, config: BBTv2Config, seed: int | None = None, checkpoint: str | Path | None = None,
               resume: bool = False, progress: bool = True, test: bool = True, test_at=()) -> dict:
     """Tune a deep prompt with BBTv2's divide and conquer; test the best-dev prompt.
@@ -156,8 +197,16 @@ def run_bbtv2(setup: Setup, config: BBTv2Config, seed: int | None = None, checkp
     service = setup.service
     stats = layer_stats(service, setup.train) if config.sampler != "uniform" else None
     As, p0 = deep_projections(service, config, seed, stats)
-    optimizers = [make_optimizer(config.optimizer, config.intrinsic_dim, config.sigma0, config.popsize,
-                                 layer_seed(seed, layer), config.bound, config.adapt_sigma)
-                  for layer in range(service.num_layers)]
-    return tune(setup, config, seed, method_name("bbtv2", config), LayerByLayer(As, p0, optimizers), checkpoint,
-                resume, progress, test, test_at, layer_stats=None if stats is None else stats.tolist())
+    layers, d = service.num_layers, config.intrinsic_dim
+    if config.search == "joint":
+        # pycma's two-point step-size rule (its own choice from 300 dimensions) spends two a generation
+        if config.popsize < 3:
+            raise ValueError(f"the joint search needs a population of at least 3; got {config.popsize}")
+        search = Joint(As, p0, make_optimizer(config.optimizer, layers * d, config.sigma0, config.popsize,
+                                              layer_seed(seed, 0), config.bound, config.adapt_sigma))
+    else:
+        search = LayerByLayer(As, p0, [make_optimizer(config.optimizer, d, config.sigma0, config.popsize,
+                                                      layer_seed(seed, layer), config.bound, config.adapt_sigma)
+                                       for layer in range(layers)])
+    return tune(setup, config, seed, search_name(config), search, checkpoint, resume, progress, test, test_at,
+                layer_stats=None if stats is None else stats.tolist())
