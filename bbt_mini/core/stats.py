@@ -436,3 +436,46 @@ def say(c: Comparison, a, b, name_a: str, name_b: str, what: str = "test accurac
         else:
             text = f"{sa} is {c.verdict} than {sb} in {what} by {abs(c.diff):{fmt}} ({detail})"
     return Comparison(**{**c.__dict__, "sentence": text})
+
+
+# ------------------------------------------------------------------ several primary comparisons at once
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of the p-values of a family of comparisons (Holm, 1979).
+
+    Sort the ``m`` p-values, ``p_(1) <= ... <= p_(m)``; the adjusted ``p_(i)`` is
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))``, returned in the order given. Calling a
+    comparison a difference when its adjusted p is below ``ALPHA`` keeps the chance of one or
+    more false differences in the whole family at most ``ALPHA``, whatever their dependence,
+    and rejects at least what Bonferroni's ``m p`` rejects. A nan p (a comparison that cannot
+    judge) counts in ``m``, ranks last, and stays nan.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"expected a non-empty list of p-values, got {pvalues!r}")
+    known = ~np.isnan(p)
+    if np.any((p[known] < 0) | (p[known] > 1)):
+        raise ValueError(f"p-values lie in [0, 1], got {p.tolist()}")
+    ranked = np.where(known, p, 1.0)
+    order = np.argsort(ranked, kind="stable")
+    m = p.size
+    steps = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * ranked[order]))
+    out = np.empty(m)
+    out[order] = steps
+    out[~known] = math.nan
+    return out
+
+
+def holm_family(comparisons: list, alpha: float = ALPHA) -> list:
+    """The comparisons of one family judged together: each p replaced by its Holm-adjusted p
+    (:func:`holm`) and the verdict taken from it; difference and 95% interval stay each one's own.
+    A "cannot judge" stays so (and counts in the family)."""
+    adjusted = holm([c.p for c in comparisons])
+    out = []
+    for c, p in zip(comparisons, adjusted):
+        if c.verdict == "cannot judge":
+            out.append(c)
+            continue
+        verdict = "no detectable difference" if p >= alpha else ("higher" if c.diff > 0 else "lower")
+        out.append(Comparison(**{**c.__dict__, "p": float(p), "verdict": verdict, "sentence": ""}))
+    return out
