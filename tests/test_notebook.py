@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from bbt_mini.book.notebook import compare, difference, shape
+from bbt_mini.book.notebook import compare, design, difference, plain, shape
+from bbt_mini.core import stats
 from bbt_mini.core.stats import t_critical
 
 
@@ -203,13 +204,56 @@ def test_against_prediction_says_which_happened_and_never_counts_a_null_as_confi
 
     higher = compare([0.70, 0.71, 0.72], [0.60, 0.61, 0.62], "a", "b")
     null = compare([0.70, 0.60, 0.65], [0.66, 0.64, 0.65], "a", "b")
+    assert null.verdict == "no detectable difference"
     assert against_prediction(higher, "higher") == "as predicted"
     assert against_prediction(higher, "lower") == "against the prediction"
-    assert against_prediction(null, "higher") == "against the prediction"
-    assert "cannot confirm" in against_prediction(null, "no detectable difference")
+    assert against_prediction(higher, "no detectable difference") == "against the prediction"
+    consistent = against_prediction(null, "no detectable difference")
+    assert consistent.startswith("consistent") and "cannot confirm" in consistent
+    assert f"{null.detectable:.3f} or more 80% of the time" in consistent
     assert "no verdict" in against_prediction(compare([0.7], [0.6], "a", "b"), "higher")
     with pytest.raises(ValueError, match="predicted must be"):
         against_prediction(higher, "better")
+
+
+def test_against_prediction_a_null_is_undecided_when_too_weak_and_says_its_power():
+    from bbt_mini.book.notebook import against_prediction
+
+    null = compare([0.70, 0.60, 0.65], [0.66, 0.64, 0.65], "a", "b")  # detects about 0.16
+    plain = against_prediction(null, "higher")
+    assert plain.startswith("not decided") and "against" not in plain
+    assert f"{null.detectable:.3f}" in plain
+    weak = against_prediction(null, "higher", effect=0.05)
+    expected = stats.power(0.05, null.se, null.df)
+    assert expected < 0.8 and weak.startswith("not decided") and f"power {expected:.2f}" in weak
+    assert "0.050" in weak
+    strong = against_prediction(null, "lower", effect=-0.5)  # far beyond what it detects
+    assert strong.startswith("not as predicted") and "against" not in strong
+    assert f"power {stats.power(0.5, null.se, null.df):.2f}" in strong
+
+
+def test_design_says_whether_the_comparison_can_decide_the_predicted_effect():
+    se, df = stats.planned_se(3, 200, 0.01, 0.15)
+    found = stats.detectable(se, df)
+    can = design("BBT against the manual prompt", 2 * found, se, df)
+    cannot = design("BBT against the manual prompt", -found / 2, se, df)
+    assert can.decidable and not cannot.decidable
+    assert str(can).endswith(f"it can decide it (power {stats.power(2 * found, se, df):.2f} against {2 * found:+.3f})")
+    assert "it cannot decide it here" in cannot and f"{found:.3f} or more 80% of the time" in cannot
+    assert cannot.power == pytest.approx(stats.power(found / 2, se, df)) and cannot.power < 0.8 < can.power
+    assert plain(can) == str(can) and type(plain(can)) is str  # glue stores its words
+    none = design("one run against the manual prompt", 0.05, *stats.planned_se(1, 200, 0.01, 0.15))
+    assert not none.decidable and "cannot judge" in none
+
+
+def test_a_null_sentence_states_what_the_comparison_detects():
+    null = compare([0.70, 0.60, 0.65], [0.66, 0.64, 0.65], "a", "b")
+    assert null.sentence.endswith(f"(this comparison detects a difference of {null.detectable:.3f} or more "
+                                  "80% of the time)")
+    assert stats.power(null.detectable, null.se, null.df) == pytest.approx(0.8)
+    assert "80% of the time" not in compare([0.70, 0.71, 0.72], [0.60, 0.61, 0.62], "a", "b").sentence
+    flat = shape({1: [0.70, 0.60, 0.65], 2: [0.66, 0.64, 0.65]}, "x")
+    assert "no detectable difference (it detects" in flat
 
 
 @pytest.mark.parametrize("a, b", [([0.71, 0.70, 0.72], [0.60, 0.61, 0.59]),  # a clear difference

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core import stats
 from ..core.stats import Comparison, accuracies, judge, say
 
 
@@ -20,6 +21,8 @@ def plain(value):
     """
     if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         return value.item()
+    if isinstance(value, str) and type(value) is not str:  # a Design: glue its words
+        return str(value)
     return value
 
 
@@ -107,7 +110,8 @@ def shape(points: dict, x_name: str, what: str = "test accuracy", paper: str = "
     says that they cannot show a shape, and states ``paper`` as what the paper found. With
     enough, it names the point with the highest mean and judges it against the smallest and the
     largest ``x`` by the book's rule (:func:`compare`; paired when the points are results), so
-    "rises then falls" is said only when both differences are detectable.
+    "rises then falls" is said only when both differences are detectable; a null states the
+    difference that comparison detects 80% of the time.
     """
     if len(points) < 2:
         raise ValueError(f"a shape needs at least two points, got {len(points)}")
@@ -126,7 +130,8 @@ def shape(points: dict, x_name: str, what: str = "test accuracy", paper: str = "
         if end != best:
             c = judge(points[best], points[end])
             parts.append(f"against {x_name} = {end}: " + (
-                "no detectable difference" if c.verdict == "no detectable difference"
+                f"no detectable difference (it detects {c.detectable:{fmt}} or more 80% of the time)"
+                if c.verdict == "no detectable difference"
                 else c.verdict if c.verdict == "cannot judge"
                 else f"{c.verdict} by {abs(c.diff):{fmt}} (95% interval {c.low:+{fmt}} to {c.high:+{fmt}})"))
     return "; ".join(parts) + "." + found
@@ -149,12 +154,52 @@ def plain_log_ticks(ax, axis: str = "x", at_data: bool = True) -> None:
         (ax.set_xticks if axis == "x" else ax.set_yticks)(values)
 
 
-def against_prediction(comparison, predicted: str) -> str:
+class Design(str):
+    """A design's sentence (:func:`design`), carrying its numbers: ``detectable``, ``predicted``,
+    ``power`` (against the predicted effect) and ``decidable`` (``detectable <= |predicted|``)."""
+
+    detectable: float
+    predicted: float
+    power: float
+    decidable: bool
+
+
+def design(what: str, predicted: float, se: float, df: float, fmt: str = ".3f") -> Design:
+    """Before an experiment runs: can its comparison decide the effect the claim predicts?
+
+    ``se`` and ``df`` are the comparison's planned standard error and degrees of freedom
+    (:func:`bbt_mini.core.stats.planned_se`, or a pilot's :class:`Comparison`); ``predicted`` is
+    the effect the claim predicts (from the papers or a pilot). The sentence says the difference
+    the comparison detects 80% of the time at the rule's 5% level and whether that is within the
+    prediction: "it can decide it", or "it cannot decide it here" with its power against it.
+    """
+    found = stats.detectable(se, df)
+    chance = stats.power(abs(predicted), se, df)
+    if not np.isfinite(found):
+        text = (f"{what}: this comparison cannot judge any difference at these sizes (no spread across "
+                f"seeds to judge by); the claim predicts {predicted:+{fmt}}: it cannot decide it here")
+        decidable = False
+    else:
+        decidable = found <= abs(predicted)
+        verdict = "it can decide it" if decidable else "it cannot decide it here"
+        text = (f"{what}: this comparison detects a difference of {found:{fmt}} or more 80% of the time "
+                f"(at the rule's 5% level); the claim predicts {predicted:+{fmt}}: {verdict} "
+                f"(power {chance:.2f} against {predicted:+{fmt}})")
+    out = Design(text)
+    out.detectable, out.predicted, out.power, out.decidable = found, predicted, chance, bool(decidable)
+    return out
+
+
+def against_prediction(comparison, predicted: str, effect: float | None = None, fmt: str = ".3f") -> str:
     """Whether ``comparison`` (from :func:`compare`) came out as ``predicted`` before the run.
 
     ``predicted``: "higher", "lower" or "no detectable difference" (the first side against the
-    second). A null where a difference was predicted is said to count against the prediction;
-    a null that was predicted is said to be consistent with it, not to confirm it.
+    second); ``effect``: the size of the predicted difference, if the chapter stated one. A
+    detectable difference the other way is against the prediction. A null where a difference was
+    predicted is not: it is undecided when the comparison was too weak to see ``effect`` (its
+    power against it is printed; without ``effect``, the difference it detects 80% of the time),
+    and "not as predicted" when it had at least 80% power to see ``effect``. A null that was
+    predicted is consistent with the prediction, never a confirmation of it.
     """
     outcomes = ("higher", "lower", "no detectable difference")
     if predicted not in outcomes:
@@ -162,7 +207,20 @@ def against_prediction(comparison, predicted: str) -> str:
     verdict = comparison.verdict
     if verdict not in outcomes:
         return "no verdict either way (no spread to judge by)"
+    found = comparison.detectable
+    if verdict == predicted == outcomes[2]:
+        return (f"consistent with the prediction (a null cannot confirm it; this comparison would have "
+                f"detected a difference of {found:{fmt}} or more 80% of the time)")
     if verdict == predicted:
-        return ("consistent with the prediction (a null cannot confirm it)" if predicted == outcomes[2]
-                else "as predicted")
-    return "against the prediction"
+        return "as predicted"
+    if verdict != outcomes[2]:
+        return "against the prediction"
+    if effect is None:
+        return (f"not decided: no detectable difference, and this comparison detects only a difference of "
+                f"{found:{fmt}} or more 80% of the time")
+    chance = stats.power(abs(effect), comparison.se, comparison.df)
+    if chance >= 0.8:
+        return (f"not as predicted: no detectable difference, though this comparison had power {chance:.2f} "
+                f"to detect the predicted effect {abs(effect):{fmt}}")
+    return (f"not decided: no detectable difference, and this comparison had power {chance:.2f} to detect "
+            f"the predicted effect {abs(effect):{fmt}}")

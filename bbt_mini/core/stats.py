@@ -44,6 +44,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.optimize
 import scipy.stats
 
 ALPHA = 0.05  # two-sided level of every verdict
@@ -151,6 +152,11 @@ class Comparison:
 
     def __str__(self) -> str:
         return self.sentence
+
+    @property
+    def detectable(self) -> float:
+        """The true difference this comparison finds 80% of the time at its level (nan: cannot judge)."""
+        return detectable(self.se, self.df)
 
 
 def _satterthwaite(parts: list[tuple[float, float]]) -> float:
@@ -261,6 +267,92 @@ def judge(a, b, alpha: float = ALPHA) -> Comparison:
     return welch(a, b, alpha)
 
 
+# ------------------------------------------------------------------ power: what the rule can find
+
+def power(effect: float, se: float, df: float, alpha: float = ALPHA) -> float:
+    """The probability that the rule calls a true difference ``effect`` a difference (either way).
+
+    The rule rejects when ``|D / se_hat| > t_crit``. With ``D ~ Normal(effect, se)`` and ``se_hat``
+    estimated with ``df`` degrees of freedom (Welch-Satterthwaite's approximation: ``se_hat^2`` is
+    ``se^2`` times a chi-square over ``df``), ``D / se_hat`` follows the noncentral t with ``df``
+    degrees of freedom and noncentrality ``effect / se`` (SciPy's ``nct``), so the power is its
+    mass beyond ``+t_crit`` plus its mass below ``-t_crit``. ``effect = 0`` gives ``alpha``;
+    ``se`` nan (a comparison that cannot judge) gives nan.
+    """
+    if not (se >= 0 and df > 0):  # nan se or df: the comparison cannot judge
+        return math.nan
+    if se == 0:
+        return 1.0 if effect != 0 else alpha
+    crit, nc = t_critical(df, alpha), abs(effect) / se  # symmetric: the size of the effect matters
+    near = float(scipy.stats.nct.sf(crit, df, nc))  # called a difference the right way
+    far = float(scipy.stats.nct.sf(crit, df, -nc))  # the wrong way (SciPy's far tail can underflow to nan)
+    return near + (far if math.isfinite(far) else 0.0)
+
+
+_power = power  # for detectable(), whose argument is also called power
+
+
+def detectable(se: float, df: float, power: float = 0.8, alpha: float = ALPHA) -> float:
+    """The smallest true difference (its size) that the rule finds with probability ``power``.
+
+    Solves ``power(effect) = power`` by Brent's method; the answer is close to
+    ``(t_crit + t_power) * se``, the textbook's approximation that ignores the far tail, with
+    ``t_power`` the ``power`` quantile of Student's t. ``se`` nan gives nan; ``se = 0`` gives 0.
+    """
+    if not alpha < power < 1:
+        raise ValueError(f"power must lie between alpha ({alpha}) and 1, got {power}")
+    if not (se >= 0 and df > 0):
+        return math.nan
+    if se == 0:
+        return 0.0
+    high = (t_critical(df, alpha) + float(scipy.stats.t.ppf(power, df))) * se
+    while _power(high, se, df, alpha) < power:
+        high *= 2
+    return float(scipy.optimize.brentq(lambda e: _power(e, se, df, alpha) - power, 0.0, high, xtol=1e-9 * se))
+
+
+def planned_se(seeds: int, sentences: int | None, seed_sd: float, discordant: float | None = None,
+               b_seeds: int | None = None, seed_flips: float = 0.0) -> tuple[float, float]:
+    """``(se, df)`` that :func:`paired` (or :func:`welch`) will compute, from a design before it runs.
+
+    ``a`` has ``seeds`` runs whose accuracies spread by ``seed_sd`` across seeds; ``b`` is a fixed
+    reference (``b_seeds=None``: the manual prompt) or has ``b_seeds`` runs with the same spread.
+    The seed parts are ``seed_sd^2 / n`` with ``n - 1`` df per seeded side (a side with one run
+    borrows the other's, as the rule does). ``sentences=None``: per-seed numbers only, Welch.
+
+    The sentence part is ``Var(d_j) / N`` with ``N - 1`` df, ``d_j`` the difference of the two
+    sides' seed-mean correctness on sentence ``j``. Let ``p_j`` be the chance that a run of a side
+    answers ``j`` correctly, ``f = mean_j p_j (1 - p_j)`` its flips, and the runs of a side
+    independent given the sentence. Then a single run of each side disagrees on a fraction
+    ``discordant = mean_j (p_aj - p_bj)^2 + f_a + f_b`` of the sentences, two runs of one side
+    disagree on ``seed_flips = 2 f``, and averaging ``n`` runs leaves ``f / n`` of each side's flips:
+
+        Var(d_j) = discordant - f_a - f_b + f_a / n_a + f_b / n_b - effect^2,   f = seed_flips / 2
+
+    (``f = 0`` for a fixed reference, whose answers do not flip). ``effect^2`` is dropped (it is
+    small against ``discordant`` and dropping it overstates the noise); ``seed_flips = 0`` (the
+    default: unknown) counts all of the disagreement as systematic, the largest ``Var(d_j)``
+    that ``discordant`` allows, so a design judged decidable with it is decidable. Both fractions
+    come from a pilot run: the share of test sentences answered differently.
+    """
+    if seeds < 1 or (b_seeds is not None and b_seeds < 1):
+        raise ValueError(f"each seeded side needs at least one run, got {seeds} and {b_seeds}")
+    if sentences is not None and (discordant is None or not 0 <= seed_flips / 2 <= discordant <= 1):
+        raise ValueError(f"a paired design needs 0 <= seed_flips / 2 <= discordant <= 1, got {seed_flips} and "
+                         f"{discordant}")
+    sides = [n for n in (seeds, b_seeds) if n is not None]
+    known = [n for n in sides if n > 1]
+    if not known:  # one run against a fixed reference, or one on each side: the rule cannot judge
+        return math.nan, math.nan
+    var = seed_sd ** 2
+    parts = [(var / n, n - 1) if n > 1 else (var, known[0] - 1) for n in sides]
+    if sentences is not None:
+        f = seed_flips / 2
+        flips = sum(f / n - f for n in sides)
+        parts.append(((discordant + flips) / sentences, sentences - 1))
+    se = math.sqrt(sum(v for v, _ in parts))
+    return se, _satterthwaite(parts)
+
 # ------------------------------------------------------------------ in words
 
 def _summary(v: np.ndarray, n, fmt: str, unit: str) -> str:
@@ -287,6 +379,9 @@ def say(c: Comparison, a, b, name_a: str, name_b: str, what: str = "test accurac
         unit: str = "seeds", verdict: bool = True) -> Comparison:
     """``c`` with its sentence: both sides' numbers, the difference, its interval, p and the verdict.
 
+    A null ends with the difference the comparison detects 80% of the time (its power), so that
+    "no detectable difference" is read with what it could have seen.
+
     ``verdict=False``: the same numbers and interval without the verdict's words (a secondary
     comparison, :func:`bbt_mini.book.notebook.difference`).
     """
@@ -304,7 +399,8 @@ def say(c: Comparison, a, b, name_a: str, name_b: str, what: str = "test accurac
     else:
         detail = f"95% interval {c.low:+{fmt}} to {c.high:+{fmt}}, {_p(c.p)}; {how(c, unit)}"
         if c.verdict == "no detectable difference":
-            text = f"{sa} and {sb} show no detectable difference in {what}: {c.diff:+{fmt}} ({detail})"
+            text = (f"{sa} and {sb} show no detectable difference in {what}: {c.diff:+{fmt}} ({detail}) "
+                    f"(this comparison detects a difference of {c.detectable:{fmt}} or more 80% of the time)")
         else:
             text = f"{sa} is {c.verdict} than {sb} in {what} by {abs(c.diff):{fmt}} ({detail})"
     return Comparison(**{**c.__dict__, "sentence": text})
