@@ -242,6 +242,8 @@ def test_design_says_whether_the_comparison_can_decide_the_predicted_effect():
     assert "it cannot decide it here" in cannot and f"{found:.3f} or more 80% of the time" in cannot
     assert cannot.power == pytest.approx(stats.power(found / 2, se, df)) and cannot.power < 0.8 < can.power
     assert plain(can) == str(can) and type(plain(can)) is str  # glue stores its words
+    null = design("BBT against random search", 0.0, se, df)
+    assert not null.decidable and "consistent" in null and "confirming" in null and f"{found:.3f}" in null
     none = design("one run against the manual prompt", 0.05, *stats.planned_se(1, 200, 0.01, 0.15))
     assert not none.decidable and "cannot judge" in none
 

@@ -15,6 +15,7 @@ Under a null both methods have the same expected accuracy; an effect adds correc
 """
 import numpy as np
 import pytest
+import scipy.stats
 
 from bbt_mini.core import stats
 
@@ -199,3 +200,159 @@ def test_the_rule_lives_at_the_ground_cost_and_stats_import_nothing_above_core()
                 assert node.level == 1 or node.module.split(".")[0] in ("__future__", "dataclasses", *libraries)
             elif isinstance(node, ast.Import):
                 assert all(a.name.split(".")[0] in libraries for a in node.names), ast.unparse(node)
+
+
+# ------------------------------------------------------------------ power: the analytic formula against simulation
+#
+# A second, simpler simulation whose design numbers are known exactly. Of N sentences, a fraction
+# ``changed`` is answered differently by the two sides on every run (a gets it right and b wrong on
+# (changed + effect) / 2 of them, the reverse on the rest, so the true difference is ``effect``
+# and the disagreement does not depend on it); a fraction ``flip`` is in doubt: each run of a
+# side answers it right with chance 0.5 + u, u its seed's skill (normal, sd ``u_sd``); the other
+# sentences both sides answer alike. A fixed reference has one run with u = 0. Then a single run
+# of each side disagrees on changed + flip / 2 of the sentences, two runs of one side on flip / 2,
+# and a side's per-seed accuracy spreads by sqrt(flip^2 u_sd^2 + flip (1/4 - u_sd^2) / N).
+
+def plan(N, n_a, n_b, changed, flip, u_sd):
+    """The design's ``(se, df)`` by :func:`stats.planned_se`, from the simulation's parameters."""
+    seed_sd = np.sqrt(flip ** 2 * u_sd ** 2 + flip * (0.25 - u_sd ** 2) / N)
+    return stats.planned_se(n_a, N, seed_sd, changed + flip / 2, b_seeds=n_b, seed_flips=flip / 2)
+
+
+def simulate_design(rng, N, n_a, n_b, effect, changed, flip, u_sd):
+    """``(a, b)``: per-seed result dicts of the two sides (``b`` one dict when ``n_b`` is None)."""
+    kind = rng.choice(4, N, p=[1 - changed - flip, (changed + effect) / 2, (changed - effect) / 2, flip])
+    alike = rng.random(N) < 0.7
+    labels = np.ones(N, int)
+
+    def side(n, wins):
+        skill = rng.normal(0, u_sd, (n, 1)) if n else np.zeros((1, 1))
+        C = np.tile(alike, (len(skill), 1))
+        C[:, kind == 1], C[:, kind == 2] = wins, not wins
+        C[:, kind == 3] = rng.random((len(skill), np.sum(kind == 3))) < 0.5 + skill
+        return [{"test_set": "design", "test_labels": labels, "test_answers": row.astype(int),
+                 "test_accuracy": row.mean()} for row in C]
+
+    a, b = side(n_a, True), side(n_b or 0, False)
+    return a, (b[0] if n_b is None else b)
+
+
+def rejections(rule, M):
+    """The share of ``M`` runs of ``rule()`` (a Comparison) that call a difference, and the runs' se^2."""
+    runs = [rule() for _ in range(M)]
+    return np.mean([c.verdict in ("higher", "lower") for c in runs]), np.array([c.se ** 2 for c in runs])
+
+
+def within_binomial(rate, target, M, k=3.0):
+    """``rate`` of ``M`` runs is within ``k`` binomial standard errors of ``target``."""
+    return abs(rate - target) <= k * np.sqrt(target * (1 - target) / M)
+
+
+PAIRED_DESIGNS = {  # N, seeds of a, of b (None: a fixed reference), changed, flip, u_sd
+    "3 seeds against the manual prompt, sentences dominate": (200, 3, None, 0.10, 0.30, 0.02),
+    "5 seeds against 5 seeds, seeds and sentences": (200, 5, 5, 0.20, 0.20, 0.20),
+}
+M_PAIRED = 1200  # runs per case: 0.80 is then known to +-0.035 and 0.05 to +-0.019 (3 binomial SE)
+
+
+@pytest.mark.parametrize("design", PAIRED_DESIGNS)
+def test_power_and_detectable_match_the_paired_rule_on_simulated_designs(design):
+    """The paired rule, run on simulated experiments, calls a difference of ``detectable(se, df)``
+    (``se``, ``df`` from :func:`stats.planned_se`) 80% of the time or a little more, and a null at most 5%.
+
+    A little more, because the rule is conservative: its seed part counts the runs' flips that its
+    sentence part counts too, and the plan drops ``effect^2`` from ``Var(d_j)``; so the true sd of
+    the difference is below ``se`` and the rate lies between 0.80 and the power at that sd
+    (each widened by 3 binomial SE); for the same reason a null is called a difference at most 5%
+    of the time. Measured (1,200 runs each): 0.843 and 0.032 (3 seeds against the reference, band
+    0.80 to 0.86), 0.848 and 0.040 (5 against 5, band 0.80 to 0.84). A sentence part that divides
+    all the disagreement by the seeds (the rate falls to about 0.5) misses the band; the formula
+    of :func:`stats.power` itself is pinned by the Welch test below, where it is exact."""
+    N, n_a, n_b, changed, flip, u_sd = PAIRED_DESIGNS[design]
+    se, df = plan(N, n_a, n_b, changed, flip, u_sd)
+    found = stats.detectable(se, df)
+    double = sum(flip * (0.25 - u_sd ** 2) / N / n for n in (n_a, n_b) if n)  # in both parts
+    sd = np.sqrt(se ** 2 - found ** 2 / N - double)
+    rng = np.random.default_rng(5)
+    for effect, low, high in ((found, 0.8, stats.power(found, sd, df)), (0.0, stats.ALPHA, stats.ALPHA)):
+        rate, _ = rejections(lambda: stats.paired(*simulate_design(rng, N, n_a, n_b, effect, changed, flip, u_sd)),
+                             M_PAIRED)
+        in_band = low < rate < high or within_binomial(rate, low, M_PAIRED) or within_binomial(rate, high, M_PAIRED)
+        below = effect == 0 and rate < low  # the conservative rule under a null
+        assert in_band or below, f"effect {effect:.3f}: rejected {rate:.3f}, planned {low:.3f} to {high:.3f}"
+
+
+@pytest.mark.parametrize("design", PAIRED_DESIGNS)
+def test_planned_se_is_the_se_that_the_paired_rule_computes_on_average(design):
+    """The mean of the rule's se^2 over simulated nulls is planned_se's se^2 (within 3 Monte Carlo
+    SE); counting every disagreement as systematic (``seed_flips`` 0) overstates it, and dividing
+    the whole disagreement by the seeds (as if every one were a flip) understates it."""
+    N, n_a, n_b, changed, flip, u_sd = PAIRED_DESIGNS[design]
+    rng = np.random.default_rng(6)
+    _, var = rejections(lambda: stats.paired(*simulate_design(rng, N, n_a, n_b, 0.0, changed, flip, u_sd)), 600)
+    mc = 3 * var.std(ddof=1) / np.sqrt(var.size)
+    se, _ = plan(N, n_a, n_b, changed, flip, u_sd)
+    assert abs(var.mean() - se ** 2) <= mc, f"rule's mean se^2 {var.mean():.3e}, planned {se ** 2:.3e}"
+    seed_sd = np.sqrt(flip ** 2 * u_sd ** 2 + flip * (0.25 - u_sd ** 2) / N)
+    systematic, _ = stats.planned_se(n_a, N, seed_sd, changed + flip / 2, b_seeds=n_b)
+    assert systematic ** 2 > var.mean() + mc
+    every_flip, _ = stats.planned_se(n_a, N, seed_sd, (changed + flip / 2) / n_a, b_seeds=n_b)
+    assert every_flip ** 2 < var.mean() - mc
+
+
+WELCH_DESIGNS = {"3 seeds against 3": (3, 3), "5 seeds against a fixed number": (5, None)}
+M_WELCH = 3000
+
+
+@pytest.mark.parametrize("design", WELCH_DESIGNS)
+def test_power_matches_welchs_rule_on_per_seed_numbers(design):
+    """Per-seed numbers, normal with sd 0.04: the rule's df is 4 at most, where Student's t and the
+    normal part most (detectable 3.7 se at df 4, 2.8 se for the normal). 3 against 3: the rule
+    estimates its df (2 to 4), which planned_se's df accounts for; with the true variances' df (4)
+    the rate was 0.70 where 0.80 was planned. Measured (3,000 runs): about 0.79 and 0.035 (3 against 3),
+    about 0.80 and 0.05 (5 against a fixed number, an exact t-test)."""
+    n_a, n_b = WELCH_DESIGNS[design]
+    se, df = stats.planned_se(n_a, None, 0.04, b_seeds=n_b)
+    found = stats.detectable(se, df)
+    rng = np.random.default_rng(7)
+    for effect, target in ((found, 0.8), (0.0, stats.ALPHA)):
+        def run():
+            a = (0.6 + effect + rng.normal(0, 0.04, n_a)).tolist()
+            return stats.welch(a, 0.6 if n_b is None else (0.6 + rng.normal(0, 0.04, n_b)).tolist())
+        rate, var = rejections(run, M_WELCH)
+        exact = n_b is None or effect > 0  # 3 against 3 under a null: Welch's estimated df make it rarer
+        assert within_binomial(rate, target, M_WELCH) or (not exact and rate < target), (
+            f"effect {effect:.3f}: rejected {rate:.3f}, planned {target}")
+        assert var.mean() == pytest.approx(se ** 2, rel=3 * var.std(ddof=1) / np.sqrt(M_WELCH) / se ** 2)
+
+
+def test_detectable_is_the_textbook_sum_of_quantiles_and_power_its_inverse():
+    for se, df in ((0.03, 2), (0.03, 8.5), (0.02, 150), (0.01, np.inf)):
+        found = stats.detectable(se, df)
+        assert stats.power(found, se, df) == pytest.approx(0.8, abs=1e-6)
+        assert stats.power(-found, se, df) == pytest.approx(0.8, abs=1e-6)  # both tails
+        textbook = (stats.t_critical(df) + scipy.stats.t.ppf(0.8, df)) * se
+        assert found == pytest.approx(textbook, rel=0.02 if df > 5 else 0.06)  # the far tail adds little
+        assert stats.power(0.0, se, df) == pytest.approx(stats.ALPHA)
+        assert stats.detectable(se, df, power=0.9) > found > stats.detectable(se, df, power=0.5)
+    assert stats.detectable(0.01, np.inf) == pytest.approx((1.959964 + 0.841621) * 0.01, rel=1e-5)
+    assert np.isnan(stats.detectable(np.nan, np.nan)) and np.isnan(stats.power(0.1, np.nan, np.nan))
+    with pytest.raises(ValueError):
+        stats.detectable(0.01, 5, power=0.04)
+
+
+def test_planned_se_follows_the_rule_for_one_run_and_fixed_references():
+    assert all(np.isnan(stats.planned_se(1, 200, 0.02, 0.1)))  # one run against a fixed reference
+    se, df = stats.planned_se(5, None, 0.04)
+    assert (se, df) == (pytest.approx(0.04 / np.sqrt(5)), 4)
+    one, borrowed = stats.planned_se(1, None, 0.04, b_seeds=3), stats.planned_se(3, None, 0.04, b_seeds=1)
+    assert one == borrowed and one[0] == pytest.approx(0.04 * np.sqrt(1 + 1 / 3))
+    assert stats.welch([0.60], [0.58, 0.62, 0.60]).se == pytest.approx(0.02 * np.sqrt(1 + 1 / 3))
+    with pytest.raises(ValueError):
+        stats.planned_se(3, 200, 0.02, None)  # a paired design needs its disagreement
+
+
+def test_a_comparisons_detectable_is_from_its_own_se_and_df():
+    c = stats.judge([0.70, 0.72, 0.69], [0.66, 0.68, 0.67])
+    assert c.detectable == pytest.approx(stats.detectable(c.se, c.df))
+    assert np.isnan(stats.judge([0.7], [0.6]).detectable)

@@ -172,12 +172,20 @@ def design(what: str, predicted: float, se: float, df: float, fmt: str = ".3f") 
     the effect the claim predicts (from the papers or a pilot). The sentence says the difference
     the comparison detects 80% of the time at the rule's 5% level and whether that is within the
     prediction: "it can decide it", or "it cannot decide it here" with its power against it.
+    ``predicted = 0`` (a predicted null) says what a null would and would not show; it is never
+    ``decidable``, since no result confirms a null.
     """
     found = stats.detectable(se, df)
     chance = stats.power(abs(predicted), se, df)
     if not np.isfinite(found):
         text = (f"{what}: this comparison cannot judge any difference at these sizes (no spread across "
                 f"seeds to judge by); the claim predicts {predicted:+{fmt}}: it cannot decide it here")
+        decidable = False
+    elif predicted == 0:  # a predicted null can be contradicted, never confirmed
+        text = (f"{what}: this comparison detects a difference of {found:{fmt}} or more 80% of the time "
+                f"(at the rule's 5% level); the claim predicts no difference: a null would be consistent "
+                f"with it without confirming it, and a true difference of {found:{fmt}} or more would most "
+                f"likely show")
         decidable = False
     else:
         decidable = found <= abs(predicted)
