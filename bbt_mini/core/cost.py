@@ -50,6 +50,25 @@ def calls_to_target(curve: list, target: float, key: str = "dev_acc") -> float:
     return float(calls[hit[0]]) if len(hit) else float("inf")
 
 
+def calls_to_loss(curve: list, target: float) -> float:
+    """API calls after which the best training loss so far first reaches ``target`` or below (``inf`` if never):
+    "trains faster" as a number, one per run."""
+    calls = np.asarray([e["calls"] for e in curve])
+    best = np.minimum.accumulate([e["train_loss"] for e in curve])
+    hit = np.nonzero(best <= target)[0]
+    return float(calls[hit[0]]) if len(hit) else float("inf")
+
+
+def loss_every_run_reaches(results: list) -> float:
+    """The lowest training loss that every run in ``results`` reaches: the largest of the runs' best losses.
+
+    A target for :func:`calls_to_loss` that is fixed by a rule before the runs and met by each of
+    them, so every run has a finite number of calls to it."""
+    if not results:
+        raise ValueError("no runs given")
+    return float(max(min(e["train_loss"] for e in r["curve"]) for r in results))
+
+
 def loss_at(curve: list, calls: np.ndarray) -> np.ndarray:
     """Best training loss reached by each number of ``calls`` (a step function of the curve)."""
     c = np.asarray([e["calls"] for e in curve])
