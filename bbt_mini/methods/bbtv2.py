@@ -29,7 +29,7 @@ from ..core.optimizers import Optimizer, make_optimizer, restore
 from ..core.profiles import Profile
 from ..core.projection import SAMPLERS, make_A
 from ..service.blackbox import BlackBox
-from .bbt import BBTConfig, method_name, p0_for, setting
+from .bbt import BBTConfig, Subspace, method_name, p0_for, setting
 from .experiment import Setup
 from .tuning import tune
 
@@ -149,36 +149,24 @@ class LayerByLayer:
         self.layer = state["layer"]
 
 
-class Joint(LayerByLayer):
+class Joint(Subspace):
     """One optimiser over all layers' ``z`` at once: ``(z_0, ..., z_{N-1})``.
 
-    That is ``N x d`` numbers. The prompts are built as :class:`LayerByLayer`
-    builds them (the same ``A_l`` and ``p0``); every candidate moves every
-    layer. Nothing is fixed between generations: one CMA-ES, as BBT's.
+    That is ``N x d`` numbers, searched as BBT searches its ``z`` (:class:`Subspace`); a
+    candidate's prompt at layer ``l`` is built from block ``l`` as :class:`LayerByLayer`
+    builds it (the same ``A_l`` and ``p0``), so every candidate moves every layer and nothing
+    is fixed between generations.
     """
 
     def __init__(self, As: list, p0: np.ndarray, optimizer: Optimizer):
-        super().__init__(As, p0, [])
-        self.optimizer = optimizer
+        layers = LayerByLayer(As, p0, [])
 
-    def ask(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(n, layers, L, H): each layer's prompt from its own block of ``z``."""
-        Z = self.optimizer.ask()[:n]
-        blocks = Z.reshape(len(Z), len(self.As), -1)
-        prompts = np.stack([self.layer_prompt(blocks[:, at], at)
-                            for at in range(len(self.As))], 1)
-        return Z, prompts.astype(np.float32)
+        def prompts(Z: np.ndarray) -> np.ndarray:
+            """(n, layers, L, H): each layer's prompt from its own block of ``z``."""
+            blocks = Z.reshape(len(Z), len(As), -1)
+            return np.stack([layers.layer_prompt(blocks[:, at], at) for at in range(len(As))], 1).astype(np.float32)
 
-    def tell(self, Z: np.ndarray, prompts: np.ndarray, losses: np.ndarray) -> dict:
-        if len(Z) == self.optimizer.popsize:  # a partial last generation: budget only
-            self.optimizer.tell(Z, losses)
-        return {}
-
-    def state(self) -> dict:
-        return {"optimizer": self.optimizer.state()}
-
-    def load(self, state: dict) -> None:
-        self.optimizer = restore(state["optimizer"])
+        super().__init__(prompts, optimizer)
 
 
 def search_name(config: BBTv2Config) -> str:
