@@ -152,10 +152,10 @@ class LayerByLayer:
 class Joint(Subspace):
     """One optimiser over all layers' ``z`` at once: ``(z_0, ..., z_{N-1})``.
 
-    That is ``N x d`` numbers, searched as BBT searches its ``z`` (:class:`Subspace`); a
-    candidate's prompt at layer ``l`` is built from block ``l`` as :class:`LayerByLayer`
-    builds it (the same ``A_l`` and ``p0``), so every candidate moves every layer and nothing
-    is fixed between generations.
+    That is ``N x d`` numbers, searched as BBT searches its ``z`` (:class:`Subspace`);
+    a candidate's prompt at layer ``l`` is built from block ``l`` as
+    :class:`LayerByLayer` builds it (the same ``A_l`` and ``p0``), so every candidate
+    moves every layer and nothing is fixed between generations.
     """
 
     def __init__(self, As: list, p0: np.ndarray, optimizer: Optimizer):
@@ -164,7 +164,8 @@ class Joint(Subspace):
         def prompts(Z: np.ndarray) -> np.ndarray:
             """(n, layers, L, H): each layer's prompt from its own block of ``z``."""
             blocks = Z.reshape(len(Z), len(As), -1)
-            return np.stack([layers.layer_prompt(blocks[:, at], at) for at in range(len(As))], 1).astype(np.float32)
+            built = [layers.layer_prompt(blocks[:, at], at) for at in range(len(As))]
+            return np.stack(built, 1).astype(np.float32)
 
         super().__init__(prompts, optimizer)
 
