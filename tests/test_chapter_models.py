@@ -41,5 +41,5 @@ def test_chapter_4_runs_with_a_masked_lm_named_in_bbt_model(tmp_path, monkeypatc
             if meta.get("name"):
                 glued[meta["name"]] = next(v for k, v in o.get("data", {}).items() if k.endswith("text/plain"))
     assert "post-norm" in glued["resid_verdict"] or "rounding" in glued["resid_verdict"]
-    assert str(folder) in glued["model_layers"]  # every run named the chosen model
-    assert {"bbc_pairs_v1_vs_manual", "bbc_pairs_v2_vs_v1", "pairs_gain_vs_rt", "pairs_weak"} <= set(glued)
+    assert str(folder) in glued["ch4_schedule"]  # every run named the chosen model
+    assert {"search_verdict", "depth_verdict", "p0_v2_verdict", "pair_verdict", "pairs_findings"} <= set(glued)
