@@ -150,10 +150,13 @@ def test_an_unknown_search_is_refused(setup):
         run_bbtv2(setup, BBTv2Config(**{**TINY, "search": "greedy"}), progress=False)
 
 
-def test_the_joint_search_refuses_a_population_below_3(setup):
-    """pycma's two-point step-size rule, used from 300 dimensions on, needs two of each population."""
+def test_two_point_adaptation_refuses_a_population_below_3_and_csa_takes_2(setup):
+    """TPA spends two candidates of each population on its test; CSA (the default) runs with 2."""
     with pytest.raises(ValueError, match="at least 3"):
-        run_bbtv2(setup, BBTv2Config(**{**TINY, "search": "joint", "popsize": 2}), progress=False)
+        run_bbtv2(setup, BBTv2Config(**{**TINY, "search": "joint", "popsize": 2, "adapt_sigma": "tpa"}),
+                  progress=False)
+    result = run_bbtv2(setup, BBTv2Config(**{**TINY, "search": "joint", "popsize": 2}), progress=False)
+    assert result["calls"] > 0 and method_label(result) == "deep prompt, joint search"
 
 
 def test_config_sizes_come_from_the_profile_and_bbtv2_takes_its_own_budget():

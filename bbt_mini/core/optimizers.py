@@ -161,6 +161,9 @@ def make_optimizer(name: str, d: int, sigma0: float, popsize: int, seed: int, bo
     if name not in PYCMA and step_size_rule(adapt_sigma) is not STEP_SIZE_RULES["csa"]:
         raise ValueError(f"the step-size rule {adapt_sigma!r} is pycma's: the optimisers {PYCMA} take it, "
                          f"not {name!r} (mini-cma adapts by CSA, random search not at all)")
+    if name in PYCMA and step_size_rule(adapt_sigma) is STEP_SIZE_RULES["tpa"] and popsize < 3:
+        # TPA spends two candidates of each population on its test of the last step (pycma cannot ask 2)
+        raise ValueError(f"two-point step-size adaptation needs a population of at least 3; got {popsize}")
     if name == "cma":
         return PyCMA(d, sigma0, popsize, seed, bound, adapt_sigma=adapt_sigma)
     if name == "sep-cma":

@@ -41,7 +41,9 @@ PAPER_TABLE = {
 # Each method's row in the papers' tables (the method registry's labels: bbt_mini.methods.registry).
 METHOD_NAMES = {"manual": "manual prompt", "calibrated": "contextual calibration", "icl": "in-context learning",
                 "feature_mlp": "Feature-MLP",
-                "prompt_tuning": "prompt tuning", "bbt": "BBT", "bbtv2": "BBTv2"}
+                "prompt_tuning": "prompt tuning", "bbt": "BBT", "bbtv2": "BBTv2",
+                # BBTv2's deep prompt and sampler with one search over every layer's z at once (not BBTv2)
+                "deep-joint": "deep prompt, joint search"}
 
 
 def paper_table() -> str:

@@ -188,9 +188,6 @@ def run_bbtv2(setup: Setup, config: BBTv2Config, seed: int | None = None, checkp
     As, p0 = deep_projections(service, config, seed, stats)
     layers, d = service.num_layers, config.intrinsic_dim
     if config.search == "joint":
-        # pycma's two-point step-size rule (its own choice from 300 dimensions) spends two a generation
-        if config.popsize < 3:
-            raise ValueError(f"the joint search needs a population of at least 3; got {config.popsize}")
         search = Joint(As, p0, make_optimizer(config.optimizer, layers * d, config.sigma0, config.popsize,
                                               layer_seed(seed, 0), config.bound, config.adapt_sigma))
     else:
