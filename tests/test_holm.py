@@ -59,3 +59,19 @@ def test_holm_family_takes_the_verdict_from_the_adjusted_p():
     assert (judged[0].low, judged[0].high, judged[0].diff) == (edge.low, edge.high, edge.diff)
     big = stats.welch([0.9, 0.91, 0.92], [0.5, 0.51, 0.49])  # p far below 0.05 / 2: still detected
     assert [c.verdict for c in stats.holm_family([big, null])] == ["higher", "no detectable difference"]
+
+
+def test_compare_together_words_each_verdict_from_the_adjusted_p():
+    from bbt_mini.book.notebook import compare, compare_together
+
+    a, b = [0.60, 0.64, 0.62, 0.66], [0.56, 0.59, 0.58, 0.60]  # p in [0.025, 0.05): higher alone
+    alone = compare(a, b, "A", "B")
+    edge, null = compare_together((a, b, "A", "B"),
+                                  ([0.60, 0.62, 0.61], [0.61, 0.60, 0.62], "C", "D", dict(what="loss")))
+    assert alone.verdict == "higher" and edge.verdict == "no detectable difference"
+    assert edge.p == pytest.approx(2 * alone.p) and "no detectable difference" in edge.sentence
+    assert edge.sentence.endswith("over this claim's 2 primary comparisons)") and " loss" in null.sentence
+    with pytest.raises(ValueError, match="two or more"):
+        compare_together((a, b, "A", "B"))
+    with pytest.raises(ValueError, match="name_b"):
+        compare_together((a, b, "A"), (a, b, "A", "B"))

@@ -248,6 +248,16 @@ def test_design_says_whether_the_comparison_can_decide_the_predicted_effect():
     assert not none.decidable and "cannot judge" in none
 
 
+def test_design_of_a_family_plans_at_holms_strictest_level():
+    se, df = stats.planned_se(3, 200, 0.01, 0.15)
+    alone, one_of_3 = design("d", 0.05, se, df), design("d", 0.05, se, df, family=3)
+    assert one_of_3.detectable == pytest.approx(stats.detectable(se, df, alpha=stats.ALPHA / 3))
+    assert one_of_3.detectable > alone.detectable and one_of_3.power < alone.power
+    assert "5% / 3" in one_of_3 and "5% / 3" not in alone
+    with pytest.raises(ValueError, match="1 or more"):
+        design("d", 0.05, se, df, family=0)
+
+
 def test_a_null_sentence_states_what_the_comparison_detects():
     null = compare([0.70, 0.60, 0.65], [0.66, 0.64, 0.65], "a", "b")
     assert null.sentence.endswith(f"(this comparison detects a difference of {null.detectable:.3f} or more "

@@ -87,6 +87,31 @@ def compare(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: st
     return say(judge(a, b), a, b, name_a, name_b, what, fmt, unit)
 
 
+def compare_together(*comparisons: tuple) -> list[Comparison]:
+    """One claim's primary comparisons, judged as one family by Holm's method.
+
+    Each argument is what :func:`compare` takes, as a tuple ``(a, b, name_a, name_b)``, optionally
+    ending in a dict of its keywords (``what``, ``fmt``, ``unit``). The p-values are adjusted by
+    :func:`bbt_mini.core.stats.holm_family` (Holm, 1979), so that the chance of one or more false
+    differences among them stays at 5%, and each verdict is read from its adjusted p; each
+    sentence says so. A null's "detects X or more 80% of the time" is at the unadjusted 5%
+    level: within a family a comparison needs a little more than that.
+    """
+    if len(comparisons) < 2:
+        raise ValueError("a family needs two or more comparisons; judge one with compare()")
+    calls = [(c[:-1], c[-1]) if isinstance(c[-1], dict) else (c, {}) for c in comparisons]
+    for args, _ in calls:
+        if len(args) != 4:
+            raise ValueError(f"each comparison is (a, b, name_a, name_b[, keywords]); got {len(args)} items")
+    judged = stats.holm_family([judge(a, b) for (a, b, _, _), _ in calls])
+    out = []
+    for c, ((a, b, name_a, name_b), keywords) in zip(judged, calls):
+        c = say(c, a, b, name_a, name_b, **keywords)
+        note = f" (p adjusted by Holm's method over this claim's {len(calls)} primary comparisons)"
+        out.append(Comparison(**{**c.__dict__, "sentence": c.sentence + note}))
+    return out
+
+
 def difference(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: str = ".3f",
                unit: str = "seeds") -> Comparison:
     """A secondary comparison: both sides' numbers and the difference with its 95% interval, no verdict.
@@ -164,7 +189,7 @@ class Design(str):
     decidable: bool
 
 
-def design(what: str, predicted: float, se: float, df: float, fmt: str = ".3f") -> Design:
+def design(what: str, predicted: float, se: float, df: float, fmt: str = ".3f", family: int = 1) -> Design:
     """Before an experiment runs: can its comparison decide the effect the claim predicts?
 
     ``se`` and ``df`` are the comparison's planned standard error and degrees of freedom
@@ -174,16 +199,25 @@ def design(what: str, predicted: float, se: float, df: float, fmt: str = ".3f") 
     prediction: "it can decide it", or "it cannot decide it here" with its power against it.
     ``predicted = 0`` (a predicted null) says what a null would and would not show; it is never
     ``decidable``, since no result confirms a null.
+
+    ``family``: the number of primary comparisons judged with it by Holm's method
+    (:func:`compare_together`); it is then planned at 5% / ``family``, the level Holm's method
+    holds the family's smallest p to (the others are held to less, so this is the cautious plan).
     """
-    found = stats.detectable(se, df)
-    chance = stats.power(abs(predicted), se, df)
+    if family < 1:
+        raise ValueError(f"family counts the comparisons judged together: 1 or more, got {family}")
+    alpha = stats.ALPHA / family
+    level = "at the rule's 5% level" if family == 1 else \
+        f"at 5% / {family}, its family's strictest level by Holm's method"
+    found = stats.detectable(se, df, alpha=alpha)
+    chance = stats.power(abs(predicted), se, df, alpha=alpha)
     if not np.isfinite(found):
         text = (f"{what}: this comparison cannot judge any difference at these sizes (no spread across "
                 f"seeds to judge by); the claim predicts {predicted:+{fmt}}: it cannot decide it here")
         decidable = False
     elif predicted == 0:  # a predicted null can be contradicted, never confirmed
         text = (f"{what}: this comparison detects a difference of {found:{fmt}} or more 80% of the time "
-                f"(at the rule's 5% level); the claim predicts no difference: a null would be consistent "
+                f"({level}); the claim predicts no difference: a null would be consistent "
                 f"with it without confirming it, and a true difference of {found:{fmt}} or more would most "
                 f"likely show")
         decidable = False
@@ -191,7 +225,7 @@ def design(what: str, predicted: float, se: float, df: float, fmt: str = ".3f") 
         decidable = found <= abs(predicted)
         verdict = "it can decide it" if decidable else "it cannot decide it here"
         text = (f"{what}: this comparison detects a difference of {found:{fmt}} or more 80% of the time "
-                f"(at the rule's 5% level); the claim predicts {predicted:+{fmt}}: {verdict} "
+                f"({level}); the claim predicts {predicted:+{fmt}}: {verdict} "
                 f"(power {chance:.2f} against {predicted:+{fmt}})")
     out = Design(text)
     out.detectable, out.predicted, out.power, out.decidable = found, predicted, chance, bool(decidable)
