@@ -18,8 +18,11 @@ def tiny(tmp_path_factory):
     return str(tiny_folder(tmp_path_factory))
 
 
+CI_K = PROFILES["ci"].k_shot  # the ci profile's shots, which k=None resolves to
+
+
 def base(tiny, **changes) -> RunSpec:
-    fields = dict(method="bbt", task="rotten_tomatoes", model=tiny, seed=1, profile="ci", k=2, test_size=8,
+    fields = dict(method="bbt", task="rotten_tomatoes", model=tiny, seed=1, profile="ci", k=CI_K, test_size=8,
                   device="cpu", dtype="float32", config={"p0": "zeros"})
     return RunSpec(**{**fields, **changes})
 
@@ -46,7 +49,7 @@ def test_a_setting_that_changes_the_result_changes_every_mark_of_the_run(tiny, t
 def test_a_swept_setting_names_its_grid_cell(tiny):
     names = {grid.cell_name(base(tiny, **c), ("budget", "k", "test_size"))
              for c in (dict(), dict(config={"p0": "zeros", "budget": 8}), dict(k=3), dict(test_size=6))}
-    assert len(names) == 4 and "rotten_tomatoes-bbt-budget_16-k_2-test_size_8-s1" in names
+    assert len(names) == 4 and f"rotten_tomatoes-bbt-budget_16-k_{CI_K}-test_size_8-s1" in names
 
 
 @pytest.mark.parametrize("same", [dict(config={"p0": "zeros", "budget": 16}),  # the ci profile's budget, given
