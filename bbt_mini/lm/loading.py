@@ -83,6 +83,16 @@ def offline_model_folder(name: str = DEFAULT_MODEL) -> Path:
     return folder
 
 
+def model_kind(name: str) -> str:
+    """``"masked"`` or ``"causal"``, read from the model's configuration alone (no weights load): what a
+    command checks its template against before it loads the model."""
+    try:
+        return _kind_of(AutoConfig.from_pretrained(model_folder(str(name))))
+    except OSError as err:
+        raise ValueError(f"unknown model {name!r}: not an offline model ({sorted(OFFLINE_MODELS)}), not a local "
+                         f"folder, and not on the Hugging Face hub from here. Cause: {err}") from None
+
+
 @functools.lru_cache(maxsize=4)
 def _load(name: str, device: torch.device, dtype: torch.dtype) -> LanguageModel:
     source = model_folder(name)

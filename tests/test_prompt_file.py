@@ -1,0 +1,288 @@
+"""The tuned prompt as the product: saved, loaded back, answering new rows (in-process, as a PEFT adapter,
+through a vLLM server); every bad input refused, with its reason, before any model loads and before
+anything is written."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
+from tiny import TINY, tiny_lm, tiny_setup
+
+import bbt_mini.lm.loading
+from bbt_mini.__main__ import main
+from bbt_mini.data.splits import kshot_split
+from bbt_mini.data.tasks import get_task
+from bbt_mini.lm.tiny import tiny_random_causal_lm, tiny_random_masked_lm
+from bbt_mini.methods.bbt import BBTConfig, projection_for, run_bbt
+from bbt_mini.methods.bbtv2 import BBTv2Config, run_bbtv2
+from bbt_mini.run import prompt_file
+
+TEMPLATE = "the movie , {text} . it was"  # every word is in the tiny tokenizer's vocabulary
+LABELS = "negative:bad,positive:good"
+SIZES = ["--budget", "8", "--popsize", "4", "--prompt-length", "2", "--intrinsic-dim", "4", "--k", "2",
+         "--test-size", "6", "--eval-every", "4", "--p0", "random-tokens", "--dtype", "float32", "--device", "cpu",
+         "--quiet"]
+WORDS = {0: ("bad", "awful", "dull", "boring", "terrible"), 1: ("good", "great", "fine", "fun", "really good")}
+
+
+def write_csv(path, rows, columns=("text", "label")):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
+
+
+def sentences(n: int, seed: int = 0) -> list:
+    """``n`` (text, label) rows in the tiny vocabulary: "this film was very dull", negative."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        y = i % 2
+        noun = rng.choice(["film", "story", "plot", "acting"])
+        out.append((f"this {noun} was {rng.choice(WORDS[y])}", ("negative", "positive")[y]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny causal LM whose tokenizer adds no BOS (as SmolLM2's): PEFT places a prompt where BBT tuned it."""
+    return str(tiny_random_causal_lm(tmp_path_factory.mktemp("no-bos"), bos=False))
+
+
+@pytest.fixture(scope="module")
+def tuned(model, tmp_path_factory):
+    """``run --csv ... --save-prompt``: the folder, the run's result and its data."""
+    here = tmp_path_factory.mktemp("tuned")
+    data = write_csv(here / "reviews.csv", sentences(40))
+    out, folder = here / "r.json", here / "prompt"
+    assert main(["run", "--csv", str(data), "--template", TEMPLATE, "--labels", LABELS, "--model", model,
+                 "--method", "bbt", "--out", str(out), "--save-prompt", str(folder), *SIZES]) == 0
+    return folder, json.loads(out.read_text()), data
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Any attempt to load a model fails the test: bad input must be refused before."""
+    def load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+    monkeypatch.setattr(bbt_mini.lm.loading, "_load", load)
+
+
+def test_the_saved_prompt_is_A_z_plus_p0_regenerated_from_its_seed(tuned, model):
+    folder, result, _ = tuned
+    saved = prompt_file.load_prompt(folder)
+    meta = saved.meta
+    assert saved.prompt.shape == (2, 32) and saved.z.shape == (4,)
+    assert (meta["model"], meta["template"], meta["label_words"], meta["classes"]) == \
+        (model, TEMPLATE, [" bad", " good"], ["negative", "positive"])
+    assert meta["seed"] == result["seed"] and meta["settings"] == result["config"]
+    assert meta["scores"]["test_accuracy"] == result["test_accuracy"] and len(meta["weights_sha256"]) == 64
+    # A and p0 from the seed alone (a fresh service on the same weights), then the stored z, give the prompt
+    setup = tiny_setup(tiny_lm(model))
+    projection = projection_for(setup.service, BBTConfig(**meta["settings"]), meta["seed"])
+    np.testing.assert_allclose(projection(saved.z)[0], saved.prompt, atol=1e-5)
+    assert meta["peft"] == {"written": True, "why_not": None}
+
+
+def test_evaluate_on_the_runs_own_test_rows_gives_its_test_score_and_a_paired_verdict(tuned, model, tmp_path,
+                                                                                      capsys):
+    folder, result, data = tuned
+    task = get_task("reviews")  # the run registered the CSV's task
+    test = kshot_split(task, 2, result["seed"], 6).test
+    rows = write_csv(tmp_path / "test.csv", [(ex["text"], task.classes[ex["label"]]) for ex in test])
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--prompt", str(folder), "--csv", str(rows), "--out", str(out), "--dtype", "float32",
+                 "--device", "cpu", "--quiet"]) == 0
+    e = json.loads(out.read_text())
+    assert e["tuned"]["test_answers"] == result["test_answers"]
+    assert e["tuned"]["test_accuracy"] == result["test_accuracy"]
+    assert e["comparison"]["rule"] == "paired" and e["comparison"]["sentences"] == 6
+    printed = capsys.readouterr().out
+    assert e["comparison"]["sentence"] in printed and "manual prompt: accuracy" in printed
+
+
+def test_predict_answers_each_row_and_a_single_text_alike(tuned, tmp_path, capsys):
+    folder, result, _ = tuned
+    new = [text for text, _ in sentences(5, seed=7)]
+    data = write_csv(tmp_path / "new.csv", [(t,) for t in new], columns=("text",))  # no label column needed
+    out = tmp_path / "answers.csv"
+    assert main(["predict", "--prompt", str(folder), "--csv", str(data), "--out", str(out), "--dtype", "float32",
+                 "--device", "cpu", "--batch-size", "2", "--quiet"]) == 0
+    with open(out) as f:
+        answers = list(csv.DictReader(f))
+    assert [a["text"] for a in answers] == new
+    for a in answers:
+        p = np.array([float(a["p_negative"]), float(a["p_positive"])])
+        assert abs(p.sum() - 1) < 1e-6 and a["class"] == ("negative", "positive")[int(p.argmax())]
+    capsys.readouterr()
+    assert main(["predict", "--prompt", str(folder), "--text", new[3], "--dtype", "float32", "--device", "cpu",
+                 "--quiet"]) == 0
+    one = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert one[0]["class"] == answers[3]["class"]
+    assert abs(float(one[0]["p_positive"]) - float(answers[3]["p_positive"])) < 1e-5
+
+
+def test_the_peft_adapter_answers_as_predict_does(tuned, model):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, _, _ = tuned
+    saved = prompt_file.load_prompt(folder)
+    rows = [{"text": t} for t, _ in sentences(6, seed=3)]
+    service = prompt_file.service_for(saved, device="cpu", dtype="float32")
+    ours = prompt_file.predictions(saved, rows, prompt_file.answer(saved, service, rows, progress=False))
+    manual = prompt_file.predictions(saved, rows, prompt_file.answer(saved, service, rows, False, progress=False))
+    assert max(abs(a["p_positive"] - b["p_positive"]) for a, b in zip(ours, manual)) > 1e-3  # the prompt counts
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), str(folder))
+    words = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in saved.meta["label_words"]]
+    with torch.inference_mode():
+        for row, mine in zip(rows, ours):
+            ids = tokenizer(TEMPLATE.format(**row), return_tensors="pt")["input_ids"]
+            probs = torch.softmax(peft(input_ids=ids).logits[0, -1, words].double(), -1).numpy()
+            assert saved.classes[int(probs.argmax())] == mine["class"]
+            np.testing.assert_allclose(probs, [mine["p_negative"], mine["p_positive"]], atol=1e-5)
+
+
+def test_a_deep_prompt_is_saved_with_every_layers_z_and_no_peft_adapter(tiny_causal, tmp_path):
+    setup = tiny_setup(tiny_causal)
+    result = run_bbtv2(setup, BBTv2Config(**TINY), progress=False)
+    saved = prompt_file.save_prompt(result, setup, tmp_path / "deep")
+    assert saved.prompt.shape == (2, 2, 32) and saved.z.shape == (2, 6)
+    assert saved.meta["projection"]["z_gap"] < prompt_file.Z_TOLERANCE
+    assert "no counterpart" in saved.meta["peft"]["why_not"]
+    assert not (tmp_path / "deep" / prompt_file.PEFT_CONFIG).exists()
+    with pytest.raises(prompt_file.PromptFileError, match="in-process"):
+        prompt_file.service_for(saved, service="http://127.0.0.1:9/v1")
+
+
+def test_a_masked_lm_prompt_gets_no_peft_adapter_and_says_why(tmp_path):
+    lm = tiny_lm(tiny_random_masked_lm(tmp_path / "roberta"))
+    setup = tiny_setup(lm)
+    saved = prompt_file.save_prompt(run_bbt(setup, BBTConfig(**TINY), progress=False), setup, tmp_path / "p")
+    assert saved.meta["peft"]["written"] is False and "<s>" in saved.meta["peft"]["why_not"]
+    assert not (tmp_path / "p" / prompt_file.PEFT_WEIGHTS).exists()
+
+
+# ----------------------------------------------------------------------------- refusals, before any model loads
+
+
+def refused(argv, message, capsys, written=None):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert written is None or not written.exists()
+
+
+def copy(folder, tmp_path):
+    return shutil.copytree(folder, tmp_path / "copy")
+
+
+def test_a_prompt_for_other_weights_is_refused(tuned, tmp_path, capsys, no_model):
+    folder, _, data = tuned
+    other = tiny_random_causal_lm(tmp_path / "other", seed=1, bos=False)  # same shapes, other weights
+    refused(["predict", "--prompt", str(folder), "--csv", str(data), "--model", str(other), "--out",
+             str(tmp_path / "a.csv")], "weights differ", capsys, tmp_path / "a.csv")
+
+
+def test_tensors_of_another_shape_are_refused(tuned, tmp_path, capsys, no_model):
+    folder = copy(tuned[0], tmp_path)
+    save_file({"prompt": np.zeros((3, 32), np.float32), "z": np.zeros(4, np.float32)},
+              str(folder / prompt_file.TENSORS))
+    refused(["predict", "--prompt", str(folder), "--text", "good"], "do not belong together", capsys)
+
+
+def test_a_truncated_tensor_file_is_refused(tuned, tmp_path, capsys, no_model):
+    folder = copy(tuned[0], tmp_path)
+    path = folder / prompt_file.TENSORS
+    path.write_bytes(path.read_bytes()[:-40])
+    refused(["predict", "--prompt", str(folder), "--text", "good"], "damaged", capsys)
+
+
+def test_an_edited_tensor_or_description_is_refused(tuned, tmp_path, capsys, no_model):
+    folder = copy(tuned[0], tmp_path)
+    saved = prompt_file.load_prompt(folder)
+    with safe_open(str(folder / prompt_file.TENSORS), "np") as f:  # the same shapes and metadata, one number changed
+        metadata = f.metadata()
+    save_file({"prompt": saved.prompt + np.float32(0.01), "z": saved.z}, str(folder / prompt_file.TENSORS),
+              metadata=metadata)
+    refused(["predict", "--prompt", str(folder), "--text", "good"], "changed after it was saved", capsys)
+    folder = shutil.copytree(tuned[0], tmp_path / "copy2")
+    meta = json.loads((folder / prompt_file.META).read_text())
+    meta["label_words"] = [" good", " bad"]
+    (folder / prompt_file.META).write_text(json.dumps(meta, indent=2))
+    refused(["predict", "--prompt", str(folder), "--text", "good"], "prompt.json was changed", capsys)
+    (folder / prompt_file.META).write_text("{not json")
+    refused(["predict", "--prompt", str(folder), "--text", "good"], "not valid JSON", capsys)
+
+
+@pytest.mark.parametrize("content,command,message", [
+    ("review,label\nthis film was good,positive\n", "predict", "lacks column(s) ['text']"),
+    ("", "predict", "is empty"),
+    ("text\n", "predict", "has a header but no rows"),
+    ("text,label\nthis film was good,positive\nthis film was bad,neutral\n", "evaluate", "line 3: label 'neutral'"),
+    ("text\nthis film was good\n", "evaluate", "lacks column(s) ['label']"),
+])
+def test_bad_rows_are_refused_and_nothing_is_written(tuned, tmp_path, capsys, no_model, content, command, message):
+    data = tmp_path / "rows.csv"
+    data.write_text(content)
+    out = tmp_path / ("a.csv" if command == "predict" else "e.json")
+    refused([command, "--prompt", str(tuned[0]), "--csv", str(data), "--out", str(out)], message, capsys, out)
+
+
+def test_run_refuses_bad_input_before_the_model_loads(tuned, model, tmp_path, capsys, no_model):
+    folder, _, data = tuned
+    run = ["run", "--csv", str(data), "--labels", LABELS, "--model", model, "--method", "bbt", *SIZES]
+    refused([*run, "--template", "the movie was", "--save-prompt", str(tmp_path / "p")], "names no column",
+            capsys, tmp_path / "p")
+    refused([*run, "--template", "the movie , {review} . it was"], "lacks column(s) ['review']", capsys)
+    before = (folder / prompt_file.META).read_bytes()
+    refused([*run, "--template", TEMPLATE, "--save-prompt", str(folder)], "already holds a prompt", capsys)
+    assert (folder / prompt_file.META).read_bytes() == before
+    refused(["run", "--task", "rotten_tomatoes", "--method", "manual", "--model", model, "--save-prompt",
+             str(tmp_path / "m")], "keeps a tuned prompt", capsys, tmp_path / "m")
+
+
+def test_force_replaces_a_saved_prompt_and_its_stale_adapter(tuned, tiny_causal, tmp_path):
+    folder = copy(tuned[0], tmp_path)  # holds a PEFT adapter; the BOS model's prompt gets none
+    setup = tiny_setup(tiny_causal)
+    result = run_bbt(setup, BBTConfig(**TINY), progress=False)
+    with pytest.raises(prompt_file.PromptFileError, match="already holds"):
+        prompt_file.save_prompt(result, setup, folder)
+    saved = prompt_file.save_prompt(result, setup, folder, force=True)
+    assert saved.meta["model"] == tiny_causal.name and not (folder / prompt_file.PEFT_WEIGHTS).exists()
+
+
+# ----------------------------------------------------------------------------- through the vLLM server
+
+
+@pytest.mark.vllm
+def test_vllm_predict_and_evaluate_through_the_server_match_in_process(tmp_path):
+    import os
+
+    from test_vllm import Own, Shared  # the server the vllm tests share (CI) or start
+
+    server = Shared() if os.environ.get("BBT_SERVICE_PIDFILE") else Own(tmp_path / "server.log")
+    try:
+        server.start()
+        folder = tmp_path / "p"
+        flags = ["--service", server.url, "--api-key", server.key]
+        assert main(["run", "--task", "rotten_tomatoes", "--method", "bbt", "--profile", "ci", "--quiet",
+                     "--save-prompt", str(folder), "--out", str(tmp_path / "r.json"), *flags]) == 0
+        data = write_csv(tmp_path / "new.csv", [("a gripping, funny film", "positive"),
+                                                ("dull and far too long", "negative")])
+        there, here = tmp_path / "there.csv", tmp_path / "here.csv"
+        assert main(["predict", "--prompt", str(folder), "--csv", str(data), "--out", str(there), "--quiet",
+                     *flags]) == 0
+        assert main(["predict", "--prompt", str(folder), "--csv", str(data), "--out", str(here), "--quiet",
+                     "--dtype", "float32", "--device", "cpu"]) == 0
+        with open(there) as a, open(here) as b:
+            for x, y in zip(csv.DictReader(a), csv.DictReader(b)):
+                assert abs(float(x["p_positive"]) - float(y["p_positive"])) < 0.1  # a bfloat16 server
+        assert main(["evaluate", "--prompt", str(folder), "--csv", str(data), "--quiet", *flags]) == 0
+    finally:
+        server.close()
