@@ -23,7 +23,7 @@ from .core.profiles import PROFILES, get_profile
 from .core.results import to_json
 from .core.settings import API_KEY_ENV, DEFAULT_MAX_MODEL_LEN, DEFAULT_PORT, DTYPE_NAMES, DTYPES
 from .data.tasks import TASKS, csv_task
-from .lm.loading import model_kind
+from .lm.loading import check_label_words, model_kind
 from .methods.bbt import BBTConfig, settings
 from .methods.experiment import PLACEMENTS
 from .methods.registry import METHODS, TUNERS
@@ -239,6 +239,7 @@ def run(args) -> dict:
     if args.csv:  # the CSV's task, once read, takes the place of its path
         labels = parse_labels(args.labels)
         kind = "causal" if args.service else model_kind(args.model)  # the configuration only: no weights load
+        check_label_words(args.model, labels.values())  # the tokenizer only
         spec = dataclasses.replace(spec, task=csv_task(args.csv, args.template, labels, kind=kind))
     if args.api_key:  # a secret: it reaches the run through this process's environment, never through the spec
         os.environ[API_KEY_ENV] = args.api_key
