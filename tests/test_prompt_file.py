@@ -169,6 +169,28 @@ def test_a_masked_lm_prompt_gets_no_peft_adapter_and_says_why(tmp_path):
     assert not (tmp_path / "p" / prompt_file.PEFT_WEIGHTS).exists()
 
 
+def test_two_fixed_prompts_are_judged_by_the_paired_t_on_their_rows():
+    import scipy.stats
+
+    from bbt_mini.core.stats import fixed_pair
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    right_a, right_b = rng.random(60) < 0.8, rng.random(60) < 0.55
+
+    def result(right):
+        answers = np.where(right, labels, 1 - labels)
+        return {"test_answers": answers.tolist(), "test_labels": labels.tolist(), "test_set": "rows",
+                "test_accuracy": float(right.mean())}
+
+    c = fixed_pair(result(right_a), result(right_b))
+    assert c.rule == "paired" and c.sentences == 60 and c.n_b is None
+    assert c.p == pytest.approx(scipy.stats.ttest_rel(right_a.astype(float), right_b.astype(float)).pvalue)
+    assert c.verdict == ("higher" if c.p < 0.05 else "no detectable difference")
+    same = fixed_pair(result(right_a), result(right_a))
+    assert same.verdict == "cannot judge" and "no scale" in same.reason
+
+
 # ----------------------------------------------------------------------------- refusals, before any model loads
 
 

@@ -245,8 +245,10 @@ def fixed_pair(a: dict, b: dict, alpha: float = ALPHA) -> Comparison:
     d = Ca[0] - Cb[0]
     c = _decide(float(d.mean()), [(float(d.var(ddof=1)) / N if N > 1 else 0.0, N - 1)], "paired", 1, None, N,
                 alpha)
-    if c.verdict == "cannot judge":  # every row differs the same way (one row, or all one way)
-        return Comparison(**{**c.__dict__, "reason": f"{N} row(s) that all differ the same way give no scale"})
+    if not np.isfinite(c.se) or c.se == 0:  # the rows all differ alike (or not at all): nothing to scale by
+        return Comparison(c.diff, math.nan, math.nan, math.nan, math.nan, math.nan, "cannot judge", "paired", 1,
+                          None, N, f"the {N} rows all change alike between the two prompts (or not at all), "
+                          "which leaves no scale")
     return c
 
 
