@@ -28,7 +28,7 @@ from .methods.bbt import BBTConfig, settings
 from .methods.experiment import PLACEMENTS
 from .methods.registry import METHODS, TUNERS
 from .run import grid as grids
-from .run import prompt_file, runs, server
+from .run import own_data, prompt_file, runs, server
 from .run.spec import RunSpec
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))  # the tuners' settings: one flag each
@@ -240,16 +240,27 @@ def run(args) -> dict:
         labels = parse_labels(args.labels)
         kind = "causal" if args.service else model_kind(args.model)  # the configuration only: no weights load
         check_label_words(args.model, labels.values())  # the tokenizer only
-        spec = dataclasses.replace(spec, task=csv_task(args.csv, args.template, labels, kind=kind))
+        task = csv_task(args.csv, args.template, labels, kind=kind)
+        spec = dataclasses.replace(spec, task=task)
+        if args.profile is None and args.k is None:  # a user's data: the papers' shots, not a chapter's sizes
+            k, warning = own_data.user_k(task)
+            spec = dataclasses.replace(spec, k=k)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
+        if spec.tunes:
+            for line in own_data.plan_lines(spec, len(task.classes), probe=not args.service):
+                print(line, file=sys.stderr)
     if args.api_key:  # a secret: it reaches the run through this process's environment, never through the spec
         os.environ[API_KEY_ENV] = args.api_key
-    if not args.save_prompt:
-        return runs.run(spec, args.checkpoint, args.resume, not args.quiet)
     result, setup = runs.run_with_setup(spec, args.checkpoint, args.resume, not args.quiet)
-    saved = prompt_file.save_prompt(result, setup, args.save_prompt, args.force)
-    peft = saved.meta["peft"]
-    print(f"prompt saved in {saved.folder}" + ("; PEFT adapter beside it" if peft["written"]
-                                               else f"; {peft['why_not']}"), file=sys.stderr)
+    if "_prompt" in result and spec.tunes:  # a tuned prompt: judged against the manual one, kept if asked
+        for line in own_data.against_manual(result, setup):
+            print(line, file=sys.stderr)
+    if args.save_prompt:
+        saved = prompt_file.save_prompt(result, setup, args.save_prompt, args.force)
+        peft = saved.meta["peft"]
+        print(f"prompt saved in {saved.folder}" + ("; PEFT adapter beside it" if peft["written"]
+                                                   else f"; {peft['why_not']}"), file=sys.stderr)
     return result
 
 

@@ -15,11 +15,12 @@ from tiny import TINY, tiny_lm, tiny_setup
 import bbt_mini.lm.loading
 from bbt_mini.__main__ import main
 from bbt_mini.data.splits import kshot_split
-from bbt_mini.data.tasks import get_task
+from bbt_mini.data.tasks import csv_task, get_task
 from bbt_mini.lm.tiny import tiny_random_causal_lm, tiny_random_masked_lm
 from bbt_mini.methods.bbt import BBTConfig, projection_for, run_bbt
 from bbt_mini.methods.bbtv2 import BBTv2Config, run_bbtv2
-from bbt_mini.run import prompt_file
+from bbt_mini.methods.baselines import manual_prompt
+from bbt_mini.run import own_data, prompt_file
 
 TEMPLATE = "the movie , {text} . it was"  # every word is in the tiny tokenizer's vocabulary
 LABELS = "negative:bad,positive:good"
@@ -189,6 +190,33 @@ def test_two_fixed_prompts_are_judged_by_the_paired_t_on_their_rows():
     assert c.verdict == ("higher" if c.p < 0.05 else "no detectable difference")
     same = fixed_pair(result(right_a), result(right_a))
     assert same.verdict == "cannot judge" and "no scale" in same.reason
+
+
+def test_a_users_csv_gets_the_papers_shots_or_what_it_affords_and_a_budget_stated_first(model, tmp_path, capsys):
+    data = write_csv(tmp_path / "mine.csv", sentences(40))  # 20 rows a class, 10 held out: 5 shots a class
+    at = SIZES.index("--k")
+    sizes = SIZES[:at] + SIZES[at + 2:]  # no --k: the user's defaults
+    assert main(["run", "--csv", str(data), "--template", TEMPLATE, "--labels", LABELS, "--model", model,
+                 "--method", "bbt", "--out", str(tmp_path / "r.json"), *sizes]) == 0
+    err = capsys.readouterr().err
+    assert "affords 5 shots per class" in err and "not the papers' 16" in err
+    assert "bbt will spend 8 API calls (2 generations of 4) on 10 training rows" in err and "on this machine" in err
+    assert json.loads((tmp_path / "r.json").read_text())["k"] == 5
+    assert err.index("will spend") < err.index("tuned against manual prompt")  # stated before, judged after
+    many = write_csv(tmp_path / "many.csv", sentences(128))  # 64 a class, 32 held out: the papers' 16 shots
+    assert own_data.user_k(csv_task(many, TEMPLATE, {"negative": " bad", "positive": " good"})) == (16, None)
+
+
+def test_the_run_ends_judging_the_tuned_prompt_against_the_manual_one(tiny_causal):
+    setup = tiny_setup(tiny_causal)
+    result = run_bbt(setup, BBTConfig(**TINY), progress=False)
+    manual = manual_prompt(setup)
+    lines = own_data.against_manual(result, setup)
+    assert lines[1].startswith(f"  dev, {len(setup.dev)} rows") and lines[2].startswith(f"  test, {len(setup.test)}")
+    assert f"the tuned prompt ({result['test_accuracy']:.3f}" in lines[2]
+    assert f"the manual prompt ({manual['test_accuracy']:.3f})" in lines[2]
+    better = "is higher than the manual prompt" in lines[2]
+    assert ("NOT better" in lines[3]) != better
 
 
 # ----------------------------------------------------------------------------- refusals, before any model loads
