@@ -292,6 +292,8 @@ def test_run_refuses_bad_input_before_the_model_loads(tuned, model, tmp_path, ca
     refused([*run, "--template", "the movie , {review} . it was"], "lacks column(s) ['review']", capsys)
     refused([*run, "--template", TEMPLATE, "--labels", "negative:bad,positive:really good"], "not a single token",
             capsys)
+    refused([*run, "--template", TEMPLATE, "--labels", "negative:bad,good:good"], "label 'positive' is not one of",
+            capsys)
     before = (folder / prompt_file.META).read_bytes()
     refused([*run, "--template", TEMPLATE, "--save-prompt", str(folder)], "already holds a prompt", capsys)
     assert (folder / prompt_file.META).read_bytes() == before
