@@ -150,10 +150,19 @@ def test_the_peft_adapter_answers_as_predict_does(tuned, model):
             np.testing.assert_allclose(probs, [mine["p_negative"], mine["p_positive"]], atol=1e-5)
 
 
+def answers_on_its_test_rows(saved, setup) -> list:
+    """The saved prompt's answers, loaded back and run on a fresh service, on the run's own test rows."""
+    rows = [{f: ex[f] for f in saved.fields} for ex in setup.split.test]
+    service = prompt_file.service_for(saved, device="cpu", dtype="float32")
+    out = prompt_file.evaluate_rows(saved, service, rows, [ex["label"] for ex in setup.split.test], progress=False)
+    return out["tuned"]["test_answers"]
+
+
 def test_a_deep_prompt_is_saved_with_every_layers_z_and_no_peft_adapter(tiny_causal, tmp_path):
     setup = tiny_setup(tiny_causal)
     result = run_bbtv2(setup, BBTv2Config(**TINY), progress=False)
     saved = prompt_file.save_prompt(result, setup, tmp_path / "deep")
+    assert answers_on_its_test_rows(saved, setup) == result["test_answers"]
     assert saved.prompt.shape == (2, 2, 32) and saved.z.shape == (2, 6)
     assert saved.meta["projection"]["z_gap"] < prompt_file.Z_TOLERANCE
     assert "no counterpart" in saved.meta["peft"]["why_not"]
@@ -165,7 +174,9 @@ def test_a_deep_prompt_is_saved_with_every_layers_z_and_no_peft_adapter(tiny_cau
 def test_a_masked_lm_prompt_gets_no_peft_adapter_and_says_why(tmp_path):
     lm = tiny_lm(tiny_random_masked_lm(tmp_path / "roberta"))
     setup = tiny_setup(lm)
-    saved = prompt_file.save_prompt(run_bbt(setup, BBTConfig(**TINY), progress=False), setup, tmp_path / "p")
+    result = run_bbt(setup, BBTConfig(**TINY), progress=False)
+    saved = prompt_file.save_prompt(result, setup, tmp_path / "p")
+    assert answers_on_its_test_rows(saved, setup) == result["test_answers"]  # the template's <mask> found again
     assert saved.meta["peft"]["written"] is False and "<s>" in saved.meta["peft"]["why_not"]
     assert not (tmp_path / "p" / prompt_file.PEFT_WEIGHTS).exists()
 
