@@ -250,6 +250,19 @@ def test_a_prompt_for_other_weights_is_refused(tuned, tmp_path, capsys, no_model
              str(tmp_path / "a.csv")], "weights differ", capsys, tmp_path / "a.csv")
 
 
+def test_a_model_of_another_shape_is_refused(tuned, tmp_path, capsys, no_model):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bbt_mini.lm.tiny import TINY_SHAPE, word_tokenizer
+
+    folder = tmp_path / "narrow"
+    shape = {**TINY_SHAPE, "hidden_size": 16}
+    LlamaForCausalLM(LlamaConfig(num_key_value_heads=1, max_position_embeddings=256, **shape)).save_pretrained(folder)
+    word_tokenizer("causal", bos=False).save_pretrained(folder)
+    refused(["predict", "--prompt", str(tuned[0]), "--text", "good", "--model", str(folder)],
+            "does not fit", capsys)
+
+
 def test_tensors_of_another_shape_are_refused(tuned, tmp_path, capsys, no_model):
     folder = copy(tuned[0], tmp_path)
     save_file({"prompt": np.zeros((3, 32), np.float32), "z": np.zeros(4, np.float32)},

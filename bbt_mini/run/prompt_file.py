@@ -149,6 +149,9 @@ def _replace(path: Path, write) -> None:
     """Write a file through a temporary one beside it (a cut-off write never leaves half a file)."""
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as any new file (safetensors' writer makes its files private to the owner)
     os.replace(tmp, path)
 
 
