@@ -23,13 +23,14 @@ from .core.profiles import PROFILES, get_profile
 from .core.results import to_json
 from .core.settings import API_KEY_ENV, DEFAULT_MAX_MODEL_LEN, DEFAULT_PORT, DTYPE_NAMES, DTYPES
 from .data.tasks import TASKS, csv_task
-from .lm.loading import check_label_words, model_kind
+from .lm.loading import check_label_words, model_folder, model_kind
 from .methods.bbt import BBTConfig, settings
 from .methods.experiment import PLACEMENTS
 from .methods.registry import METHODS, TUNERS
 from .run import grid as grids
 from .run import own_data, prompt_file, runs, server
 from .run.spec import RunSpec
+from .service.fingerprint import weights_digest
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))  # the tuners' settings: one flag each
 
@@ -250,6 +251,8 @@ def run(args) -> dict:
         if spec.tunes:
             for line in own_data.plan_lines(spec, len(task.classes), probe=not args.service):
                 print(line, file=sys.stderr)
+    if args.save_prompt and isinstance(model_folder(args.model), Path):  # a hub model is not downloaded yet
+        weights_digest(args.model)  # the fingerprint the prompt file will name, computed (and cached) before the run
     if args.api_key:  # a secret: it reaches the run through this process's environment, never through the spec
         os.environ[API_KEY_ENV] = args.api_key
     result, setup = runs.run_with_setup(spec, args.checkpoint, args.resume, not args.quiet)
@@ -269,6 +272,8 @@ def answer(args) -> int:
     before the model loads."""
     if args.api_key and not args.service:
         raise ValueError("--api-key goes with --service")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
     saved = prompt_file.load_prompt(args.prompt)
     evaluate = args.command == "evaluate"
     if evaluate or args.csv:

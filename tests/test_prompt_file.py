@@ -3,6 +3,7 @@ through a vLLM server); every bad input refused, with its reason, before any mod
 anything is written."""
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -228,6 +229,37 @@ def test_the_run_ends_judging_the_tuned_prompt_against_the_manual_one(tiny_causa
     assert f"the manual prompt ({manual['test_accuracy']:.3f})" in lines[2]
     better = "is higher than the manual prompt" in lines[2]
     assert ("NOT better" in lines[3]) != better
+
+
+def later(path):
+    """A file's time moved on, as a write a second later leaves it (the fingerprint's cache is keyed by it)."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def test_the_weights_fingerprint_changes_with_any_weight(tmp_path, monkeypatch):
+    from bbt_mini.service.fingerprint import weights_digest
+
+    monkeypatch.setenv("BBT_MINI_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "m"
+    folder.mkdir()
+    weights = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b.bias": np.ones(3, np.float32)}
+    save_file(weights, str(folder / "model.safetensors"))
+    first = weights_digest(folder)
+    (folder / "model.safetensors").unlink()  # the same tensors in two files: the same fingerprint
+    save_file({"a.weight": weights["a.weight"]}, str(folder / "model-1.safetensors"))
+    save_file({"b.bias": weights["b.bias"]}, str(folder / "model-2.safetensors"))
+    assert weights_digest(folder) == first
+    save_file({"b.bias": weights["b.bias"] + np.float32(1e-6)}, str(folder / "model-2.safetensors"))
+    later(folder / "model-2.safetensors")
+    assert weights_digest(folder) != first
+    bins = tmp_path / "bins"  # PyTorch .bin weights only: their bytes
+    bins.mkdir()
+    torch.save({"a.weight": torch.zeros(2)}, bins / "pytorch_model.bin")
+    one = weights_digest(bins)
+    torch.save({"a.weight": torch.ones(2)}, bins / "pytorch_model.bin")
+    later(bins / "pytorch_model.bin")
+    assert weights_digest(bins) != one
 
 
 # ----------------------------------------------------------------------------- refusals, before any model loads

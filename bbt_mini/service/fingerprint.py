@@ -71,9 +71,9 @@ def compute_fingerprint(folder: str | Path) -> dict:
 
 
 def _weights_key(folder: Path) -> str:
-    """Which weights a cached fingerprint belongs to: the folder and its safetensors' names, sizes and times."""
+    """Which weights a cached fingerprint belongs to: the folder and its weight files' names, sizes and times."""
     h = hashlib.sha256(str(folder.resolve()).encode())
-    for path in sorted(folder.glob("*.safetensors")):
+    for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
         st = path.stat()
         h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
@@ -114,22 +114,23 @@ def weights_folder(model: str | Path) -> Path:
         return folder
     try:
         return Path(snapshot_download(folder, local_files_only=True))
-    except Exception as err:  # noqa: BLE001 (the hub client raises several kinds for "not here")
+    except Exception as err:  # the hub client raises several kinds of "not here"
         raise ValueError(f"{model!r}: no local copy of its weights to fingerprint ({type(err).__name__})") from None
 
 
 def weights_digest(model: str | Path) -> str:
     """SHA-256 over every tensor (name, dtype, shape, bytes, in name order) of the model's safetensors.
 
-    Exact: any changed weight changes it; how the tensors are split into files does not. Computed once
-    per set of files and cached (the files' names, sizes and times key it)."""
+    Exact: any changed weight changes it; how the tensors are split into files does not. A folder with
+    PyTorch ``.bin`` weights only (older hub models) gets the SHA-256 of those files' bytes instead.
+    Computed once per set of files and cached (the files' names, sizes and times key it)."""
     folder = weights_folder(model)
     files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ValueError(f"{folder} holds no safetensors weights to fingerprint")
     cached = cache_dir() / "fingerprints" / f"{_weights_key(folder)}.sha256"
     if cached.is_file():
         return cached.read_text().strip()
+    if not files:
+        return _files_digest(folder, cached)
     tensors = {}
     for path in files:
         with safe_open(str(path), "pt") as f:
@@ -144,3 +145,19 @@ def weights_digest(model: str | Path) -> str:
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(digest)
     return digest
+
+
+def _files_digest(folder: Path, cached: Path) -> str:
+    """SHA-256 of the bytes of a folder's ``*.bin`` weight files, in name order (cached at ``cached``)."""
+    files = sorted(folder.glob("*.bin"))
+    if not files:
+        raise ValueError(f"{folder} holds no weights (*.safetensors or *.bin) to fingerprint")
+    h = hashlib.sha256()
+    for path in files:
+        h.update(f"{path.name}:".encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(h.hexdigest())
+    return h.hexdigest()
