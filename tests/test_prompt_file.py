@@ -367,6 +367,45 @@ def test_force_replaces_a_saved_prompt_and_its_stale_adapter(tuned, tiny_causal,
     assert saved.meta["model"] == tiny_causal.name and not (folder / prompt_file.PEFT_WEIGHTS).exists()
 
 
+# ----------------------------------------------------------------------------- through a server
+
+
+def test_predict_and_evaluate_through_a_served_model_answer_as_in_process(tuned, model, tmp_path, capsys):
+    """The client of test_remote.py's OpenAI-compatible stub, the stub scoring with the very model tuned on."""
+    import threading
+    from http.server import ThreadingHTTPServer
+    from pathlib import Path
+
+    from test_remote import Stub, _handler
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bbt_mini.service.wire import embedding_table
+
+    folder, _, _ = tuned
+    stub = Stub(embedding_table(Path(model)), AutoTokenizer.from_pretrained(model))
+    stub.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    data = write_csv(tmp_path / "rows.csv", sentences(6, seed=5))
+    answers = {}
+    try:
+        for where, flags in (("there", ["--service", url]), ("here", ["--dtype", "float32", "--device", "cpu"])):
+            out = tmp_path / f"{where}.csv"
+            assert main(["predict", "--prompt", str(folder), "--csv", str(data), "--out", str(out), "--quiet",
+                         "--batch-size", "4", *flags]) == 0
+            with open(out) as f:
+                answers[where] = list(csv.DictReader(f))
+        assert stub.sizes  # the rows went to the server
+        assert main(["evaluate", "--prompt", str(folder), "--csv", str(data), "--service", url, "--quiet"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    for a, b in zip(answers["there"], answers["here"]):
+        assert a["class"] == b["class"] and abs(float(a["p_positive"]) - float(b["p_positive"])) < 1e-4
+    assert "manual prompt: accuracy" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------- through the vLLM server
 
 
