@@ -324,6 +324,9 @@ def test_an_edited_tensor_or_description_is_refused(tuned, tmp_path, capsys, no_
     refused(["predict", "--prompt", str(folder), "--text", "good"], "prompt.json was changed", capsys)
     (folder / prompt_file.META).write_text("{not json")
     refused(["predict", "--prompt", str(folder), "--text", "good"], "not valid JSON", capsys)
+    del meta["shapes"]
+    (folder / prompt_file.META).write_text(json.dumps(meta))
+    refused(["predict", "--prompt", str(folder), "--text", "good"], "lacks ['shapes']", capsys)
 
 
 @pytest.mark.parametrize("content,command,message", [

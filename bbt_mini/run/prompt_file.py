@@ -57,6 +57,9 @@ FORMAT = "bbt_mini-prompt/1"
 META, TENSORS = "prompt.json", "prompt.safetensors"
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # PEFT's file names
 FILES = (META, TENSORS, PEFT_CONFIG, PEFT_WEIGHTS)
+# What answering with a saved prompt reads from prompt.json (the rest describes how it was made).
+NEEDED = ("template", "label_words", "classes", "metric", "placement", "kind", "model", "weights_sha256", "shapes",
+          "tensors_sha256")
 META_DIGEST = "prompt_json_sha256"  # the key, in the tensors' metadata, of prompt.json's SHA-256
 # The largest gap |A z + p0 - prompt| (relative to the prompt's largest entry) at which the recovered z
 # counts as regenerating the prompt: float32 rounding leaves ~1e-6.
@@ -269,6 +272,9 @@ def load_prompt(folder: str | Path) -> SavedPrompt:
         raise PromptFileError(f"{folder / META} is damaged: not valid JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise PromptFileError(f"{folder / META} is not a prompt description of format {FORMAT!r}")
+    missing = [key for key in NEEDED if key not in meta]
+    if missing:
+        raise PromptFileError(f"{folder / META} is damaged: it lacks {missing}")
     try:
         with safe_open(str(folder / TENSORS), "np") as f:
             stored = f.metadata() or {}
@@ -322,7 +328,7 @@ def read_rows(path: str | Path, saved: SavedPrompt, labelled: bool = False) -> t
     need = [*saved.fields, *(["label"] if labelled else [])]
     index = {c: i for i, c in enumerate(saved.classes)}
     rows, labels = [], []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no column
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         if not columns:
