@@ -2,6 +2,10 @@
 
 ``python -m bbt_mini grid --tasks ... --methods ... --seeds ...`` runs a grid of them (:mod:`bbt_mini.run.grid`);
 ``python -m bbt_mini tasks`` lists the tasks; ``python -m bbt_mini.run.bench`` times the black box.
+
+The tuned prompt as the product (:mod:`bbt_mini.run.prompt_file`): ``run ... --save-prompt p/`` keeps it,
+``predict --prompt p/ --csv new.csv`` answers new rows with it and ``evaluate --prompt p/ --csv labelled.csv``
+judges it against the manual prompt on the same rows.
 """
 from __future__ import annotations
 
@@ -19,13 +23,14 @@ from .core.profiles import PROFILES, get_profile
 from .core.results import to_json
 from .core.settings import API_KEY_ENV, DEFAULT_MAX_MODEL_LEN, DEFAULT_PORT, DTYPE_NAMES, DTYPES
 from .data.tasks import TASKS, csv_task
-from .lm.loading import load_model
+from .lm.loading import check_label_words, model_folder, model_kind
 from .methods.bbt import BBTConfig, settings
 from .methods.experiment import PLACEMENTS
-from .methods.registry import METHODS
+from .methods.registry import METHODS, TUNERS
 from .run import grid as grids
-from .run import runs, server
+from .run import own_data, prompt_file, runs, server
 from .run.spec import RunSpec
+from .service.fingerprint import weights_digest
 
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(BBTConfig))  # the tuners' settings: one flag each
 
@@ -94,7 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--api-key", help="with --service: the server's API key (default: $BBT_API_KEY); --dtype "
                      "then names the server's number format, as the result records it")
     run.add_argument("--out", help="write the JSON result here (default: print it)")
+    run.add_argument("--save-prompt", metavar="DIR", help="bbt / bbtv2: save the tuned prompt in this folder "
+                     "(for `predict` and `evaluate`; a PEFT adapter too where PEFT places it as tuned)")
+    run.add_argument("--force", action="store_true", help="with --save-prompt: replace a prompt already there")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    for name, text in (("predict", "answer new rows with a saved prompt: the class and each label word's "
+                        "probability"),
+                       ("evaluate", "the saved prompt and the manual prompt on the same labelled rows, judged "
+                        "by the book's rule")):
+        answer_flags(sub.add_parser(name, help=text), name == "predict")
     grid_flags(sub.add_parser("grid", help="tasks x methods x seeds in one profile, resumable, in this process "
                               "or on Ray; writes the papers' table"))
     serve = sub.add_parser("serve", help="build the server's environment once and start vLLM on the model "
@@ -109,6 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
                        "on older ones such as a T4, float32 on a CPU)")
     serve.add_argument("--build-only", action="store_true", help="build the environment and stop")
     return parser
+
+
+def answer_flags(cmd: argparse.ArgumentParser, predict: bool) -> None:
+    """The flags of ``predict`` and ``evaluate``."""
+    cmd.add_argument("--prompt", required=True, metavar="DIR", help="a folder written by run --save-prompt")
+    rows = cmd.add_mutually_exclusive_group(required=True) if predict else cmd
+    rows.add_argument("--csv", required=not predict, help="a CSV with the template's columns"
+                      + ("" if predict else " and a label column (the prompt's classes)"))
+    if predict:
+        rows.add_argument("--text", help="one text for the template's one column")
+    cmd.add_argument("--out", help="write the answers as CSV here (default: print them)" if predict
+                     else "write the scores, answers and verdict as JSON here")
+    cmd.add_argument("--model", help="answer with this model (default: the one tuned on; its weights must be the "
+                     "same)")
+    cmd.add_argument("--service", help="answer through this OpenAI-compatible server (see `serve`), e.g. "
+                     "http://127.0.0.1:8011/v1")
+    cmd.add_argument("--api-key", help="with --service: the server's API key (default: $BBT_API_KEY)")
+    cmd.add_argument("--device", help="cpu, cuda... (default: $BBT_DEVICE, else CUDA if present)")
+    cmd.add_argument("--dtype", choices=sorted(DTYPES), help="(default: as `run`)")
+    cmd.add_argument("--batch-size", type=int, default=32, help="rows per request")
+    cmd.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def grid_flags(grid: argparse.ArgumentParser) -> None:
@@ -169,6 +203,8 @@ def serve(args) -> int:
 
 def check_paths(args) -> None:
     """Files the run reads or writes, checked before any model loads (a run can take hours)."""
+    if getattr(args, "save_prompt", None):
+        prompt_file.check_target(args.save_prompt, args.force)
     if args.out:
         folder = Path(args.out).resolve().parent
         if not folder.is_dir():
@@ -190,6 +226,10 @@ def run(args) -> dict:
         raise ValueError("--resume needs --checkpoint")
     if args.api_key and not args.service:
         raise ValueError("--api-key goes with --service")
+    if args.force and not args.save_prompt:
+        raise ValueError("--force goes with --save-prompt")
+    if args.save_prompt and args.method not in TUNERS:
+        raise ValueError(f"--save-prompt keeps a tuned prompt: the tuners {TUNERS}, not {args.method}")
     names = (*CONFIG_FIELDS, "steps", "per_class")
     config = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     spec = RunSpec(args.method, args.task or args.csv, args.model, args.seed, args.profile, config=config, k=args.k,
@@ -199,11 +239,67 @@ def run(args) -> dict:
     check_paths(args)
     if args.csv:  # the CSV's task, once read, takes the place of its path
         labels = parse_labels(args.labels)
-        kind = "causal" if args.service else load_model(args.model, device=args.device, dtype=args.dtype).kind
-        spec = dataclasses.replace(spec, task=csv_task(args.csv, args.template, labels, kind=kind))
+        kind = "causal" if args.service else model_kind(args.model)  # the configuration only: no weights load
+        check_label_words(args.model, labels.values())  # the tokenizer only
+        task = csv_task(args.csv, args.template, labels, kind=kind)
+        spec = dataclasses.replace(spec, task=task)
+        if args.profile is None and args.k is None:  # a user's data: the papers' shots, not a chapter's sizes
+            k, warning = own_data.user_k(task)
+            spec = dataclasses.replace(spec, k=k)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
+        if spec.tunes:
+            for line in own_data.plan_lines(spec, len(task.classes), probe=not args.service):
+                print(line, file=sys.stderr)
+    if args.save_prompt and isinstance(model_folder(args.model), Path):  # a hub model is not downloaded yet
+        weights_digest(args.model)  # the fingerprint the prompt file will name, computed (and cached) before the run
     if args.api_key:  # a secret: it reaches the run through this process's environment, never through the spec
         os.environ[API_KEY_ENV] = args.api_key
-    return runs.run(spec, args.checkpoint, args.resume, not args.quiet)
+    result, setup = runs.run_with_setup(spec, args.checkpoint, args.resume, not args.quiet)
+    if "_prompt" in result and spec.tunes:  # a tuned prompt: judged against the manual one, kept if asked
+        for line in own_data.against_manual(result, setup):
+            print(line, file=sys.stderr)
+    if args.save_prompt:
+        saved = prompt_file.save_prompt(result, setup, args.save_prompt, args.force)
+        peft = saved.meta["peft"]
+        print(f"prompt saved in {saved.folder}" + ("; PEFT adapter beside it" if peft["written"]
+                                                   else f"; {peft['why_not']}"), file=sys.stderr)
+    return result
+
+
+def answer(args) -> int:
+    """``predict`` and ``evaluate``: every input is checked (the prompt file, the rows, the model's weights)
+    before the model loads."""
+    if args.api_key and not args.service:
+        raise ValueError("--api-key goes with --service")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}")
+    saved = prompt_file.load_prompt(args.prompt)
+    evaluate = args.command == "evaluate"
+    if evaluate or args.csv:
+        rows, labels = prompt_file.read_rows(args.csv, saved, labelled=evaluate)
+    else:
+        rows, labels = prompt_file.text_rows(args.text, saved), None
+    check_paths(args)
+    service = prompt_file.service_for(saved, args.model, args.service, args.device, args.dtype,
+                                      machine.api_key(args.api_key) if args.service else None)
+    progress = not args.quiet
+    if not evaluate:
+        table = prompt_file.predictions(saved, rows, prompt_file.answer(saved, service, rows, True, args.batch_size,
+                                                                        progress))
+        prompt_file.write_csv(table, args.out or sys.stdout)
+        if args.out:
+            print(f"{len(table)} answers written to {args.out}")
+        return 0
+    out = prompt_file.evaluate_rows(saved, service, rows, labels, args.batch_size, progress)
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2, default=float))
+    for name in ("tuned", "manual"):
+        side = out[name]
+        f1 = f", F1 {side['test_f1']:.3f}" if "test_f1" in side else ""
+        print(f"{side['method']}: accuracy {side['test_accuracy']:.3f}{f1} on {out['rows']} rows")
+    print(out["comparison"]["sentence"])
+    return 0
 
 
 def list_tasks() -> None:
@@ -218,6 +314,12 @@ def main(argv=None) -> int:
         return 0
     if args.command == "serve":
         return serve(args)
+    if args.command in ("predict", "evaluate"):
+        try:
+            return answer(args)
+        except (ValueError, OSError, RuntimeError, KeyError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.command == "grid":
         try:
             return grid(args)

@@ -115,7 +115,8 @@ OPTIONS = {"icl": (["--per-class", "1"], {"per_class": 1}), "prompt_tuning": (["
 @pytest.mark.parametrize("method", METHODS)
 def test_placement_and_method_options_reach_every_method(monkeypatch, method):
     seen = {}
-    monkeypatch.setattr(bbt_mini.run.runs, "run", lambda spec, *a: seen.update(spec=spec) or {"method": spec.method})
+    monkeypatch.setattr(bbt_mini.run.runs, "run_with_setup",
+                        lambda spec, *a: (seen.update(spec=spec) or {"method": spec.method}, None))
     flags, options = OPTIONS.get(method, ([], {}))
     assert main(["run", "--task", "rotten_tomatoes", "--method", method, "--placement", "between", *flags]) == 0
     spec = seen["spec"]
@@ -135,7 +136,7 @@ def test_the_registry_has_every_method_the_command_line_offers_with_a_label_and_
 def test_every_config_setting_has_its_flag_and_reaches_the_run(monkeypatch):
     """The flags are derived from BBTConfig: a new field gets a flag; the first landing's flags still parse."""
     seen = {}
-    monkeypatch.setattr(bbt_mini.run.runs, "run", lambda spec, *a: seen.update(spec=spec) or {})
+    monkeypatch.setattr(bbt_mini.run.runs, "run_with_setup", lambda spec, *a: (seen.update(spec=spec) or {}, None))
     values = {"int": "3", "float": "0.5", "str": "zeros"}  # valid values: the spec checks them
     args, given = [], {}
     chosen = {"optimizer": "sep-cma"}  # not the default, and it takes every other setting (adapt_sigma's last)

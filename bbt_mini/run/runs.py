@@ -40,13 +40,19 @@ def run(spec: RunSpec, checkpoint=None, resume: bool = False, progress: bool = T
     """Run ``spec`` once and return its result. ``checkpoint`` (tuners): a file the run saves its state to at
     every dev check; with ``resume``, the run continues from it if it exists (see
     :mod:`bbt_mini.methods.tuning`). A remote service's key is read from ``$BBT_API_KEY``."""
+    return run_with_setup(spec, checkpoint, resume, progress)[0]
+
+
+def run_with_setup(spec: RunSpec, checkpoint=None, resume: bool = False, progress: bool = True) -> tuple:
+    """:func:`run`, and the :class:`~bbt_mini.methods.experiment.Setup` it ran on: ``(result, setup)`` (what
+    saving the tuned prompt needs: the service that regenerates ``A``, the template, the label words)."""
     row = METHODS[spec.method]
     check_checkpoint(spec, checkpoint)
     setup = setup_for(spec)
     if row.tunes:
         return row.runner(setup, spec.config, checkpoint=checkpoint, resume=resume, progress=progress,
-                          test_at=spec.test_at)
-    return row.runner(setup, spec.config, progress=progress)
+                          test_at=spec.test_at), setup
+    return row.runner(setup, spec.config, progress=progress), setup
 
 
 def setup_for(spec: RunSpec) -> Setup:

@@ -9,6 +9,10 @@ fingerprint within :data:`FINGERPRINT_TOLERANCE`: a float32 server matches to ~1
 bfloat16 one to a few hundredths; other weights miss by whole units. The fingerprint is
 published with the model (:func:`publish_fingerprint`), or computed once in-process from the
 folder's weights and cached (:func:`model_fingerprint`).
+
+A saved prompt names its weights exactly instead (:func:`weights_digest`): a SHA-256 over every
+tensor of the folder's safetensors, by name, so a prompt tuned on one checkpoint is never answered
+with another, whatever number format either runs in.
 """
 from __future__ import annotations
 
@@ -18,9 +22,12 @@ import warnings
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
+from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..core.settings import cache_dir
+from ..lm.loading import model_folder
 
 PROBE_TEXT = "Review: a gripping, funny film. Sentiment:"  # the tokenizer check's text
 CANARY_TEXTS = (PROBE_TEXT, "Question: is the sky green? Answer:")  # the fingerprint's fixed request
@@ -64,9 +71,9 @@ def compute_fingerprint(folder: str | Path) -> dict:
 
 
 def _weights_key(folder: Path) -> str:
-    """Which weights a cached fingerprint belongs to: the folder and its safetensors' names, sizes and times."""
+    """Which weights a cached fingerprint belongs to: the folder and its weight files' names, sizes and times."""
     h = hashlib.sha256(str(folder.resolve()).encode())
-    for path in sorted(folder.glob("*.safetensors")):
+    for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
         st = path.stat()
         h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
@@ -97,3 +104,60 @@ def model_fingerprint(folder: str | Path) -> dict | None:
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(found))
     return found
+
+
+def weights_folder(model: str | Path) -> Path:
+    """The folder holding ``model``'s weights: an offline model's converted copy, a local folder, or a hub
+    model's snapshot already downloaded (none is fetched here)."""
+    folder = model_folder(str(model))
+    if isinstance(folder, Path):
+        return folder
+    try:
+        return Path(snapshot_download(folder, local_files_only=True))
+    except Exception as err:  # the hub client raises several kinds of "not here"
+        raise ValueError(f"{model!r}: no local copy of its weights to fingerprint ({type(err).__name__})") from None
+
+
+def weights_digest(model: str | Path) -> str:
+    """SHA-256 over every tensor (name, dtype, shape, bytes, in name order) of the model's safetensors.
+
+    Exact: any changed weight changes it; how the tensors are split into files does not. A folder with
+    PyTorch ``.bin`` weights only (older hub models) gets the SHA-256 of those files' bytes instead.
+    Computed once per set of files and cached (the files' names, sizes and times key it)."""
+    folder = weights_folder(model)
+    files = sorted(folder.glob("*.safetensors"))
+    cached = cache_dir() / "fingerprints" / f"{_weights_key(folder)}.sha256"
+    if cached.is_file():
+        return cached.read_text().strip()
+    if not files:
+        return _files_digest(folder, cached)
+    tensors = {}
+    for path in files:
+        with safe_open(str(path), "pt") as f:
+            tensors.update({key: path for key in f.keys()})
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        with safe_open(str(tensors[key]), "pt") as f:
+            t = f.get_tensor(key).contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest = h.hexdigest()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(digest)
+    return digest
+
+
+def _files_digest(folder: Path, cached: Path) -> str:
+    """SHA-256 of the bytes of a folder's ``*.bin`` weight files, in name order (cached at ``cached``)."""
+    files = sorted(folder.glob("*.bin"))
+    if not files:
+        raise ValueError(f"{folder} holds no weights (*.safetensors or *.bin) to fingerprint")
+    h = hashlib.sha256()
+    for path in files:
+        h.update(f"{path.name}:".encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(h.hexdigest())
+    return h.hexdigest()
