@@ -57,7 +57,9 @@ def bbt(service, train, seed=1, L=50, d=500, popsize=20, budget=8000, sigma0=1.0
         Z = np.array(es.ask())[:budget - calls]  # the last generation may be short
         X = Z.astype(np.float32)
         prompts = (X if A is None else X @ A.T).reshape(len(Z), *p0.shape) + p0
-        r = service(prompts, train)  # len(Z) API calls: the losses on the training set
+        # len(Z) API calls: the losses on the training set; with p0's tokens 1000..
+        # (a masked LM adds A z after its embedding module, as the authors do)
+        r = service(prompts, train, base=range(1000, 1000 + L))
         if len(Z) == popsize:  # pycma learns from whole generations only
             es.tell(list(Z), r.loss.tolist())
         if record:
@@ -89,7 +91,7 @@ def bbtv2(service, train, seed=1, L=50, d=500, popsize=20, budget=8000, sigma0=1
         Z = np.array(es[n].ask())[:budget - calls]
         prompts = np.repeat(fixed[None], len(Z), 0)  # (len(Z), layers, L, H)
         prompts[:, n] = (Z @ As[n].T).reshape(len(Z), *p0.shape) + (p0 if n == 0 else 0)
-        r = service(prompts, train)
+        r = service(prompts, train, base=range(1000, 1000 + L))
         if len(Z) == popsize:  # as in BBT
             es[n].tell(list(Z), r.loss.tolist())
         i = r.loss.argmin()

@@ -265,3 +265,73 @@ def test_statistics_for_the_normal_sampler_match_the_layers_inputs(tiny_causal):
         x = torch.cat(entering[i]).flatten()
         np.testing.assert_allclose(stats[i], [float(x.mean()), float(x.std())], rtol=1e-5)
     assert stats[0, 1] != pytest.approx(stats[1, 1])  # two layers, two different rows
+
+
+def _layer0_inputs(lm):
+    """Record the hidden states entering layer 0 (a forward pre-hook); returns (list, handle)."""
+    seen = []
+
+    def keep(module, args, kwargs):
+        seen.append((args[0] if args else kwargs["hidden_states"]).detach().clone())
+    return seen, lm.layers[0].register_forward_pre_hook(keep, with_kwargs=True)
+
+
+def test_a_masked_lm_adds_A_z_after_the_embedding_layernorm_as_the_authors_do(tiny_masked):
+    """With the prompt's p0 tokens given (``base``), the hidden state entering layer 0 at the prompt
+    positions is LayerNorm(word + position + type embeddings of those tokens) + A z: what the
+    authors' RoBERTa gets with the tokens in its input and A z added to the embedding output
+    (``models/modeling_roberta.py``, ``cat_or_add="add"``); before, the package fed A z + p0 in
+    under the LayerNorm. The text's positions are the model's own embeddings of the text."""
+    lm = tiny_masked
+    bb = BlackBox(lm, WORDS)
+    batch = bb.encode(["a great movie . it was <mask> ."], [1])
+    base = [5, 6, 7]
+    Az = prompts(lm, 2, len(base), seed=3)
+    p0 = bb.token_embeddings(base)
+    seen, handle = _layer0_inputs(lm)
+    try:
+        got = bb(Az + p0, batch, base=base).logits
+        old = bb(Az + p0, batch).logits
+    finally:
+        handle.remove()
+    head = list(batch.head)
+    ids = torch.tensor([head + base + list(batch.pieces[0])])
+    with torch.no_grad():
+        authors = lm.body.embeddings(input_ids=ids)  # the tokens in the input, through the LayerNorm
+    L, at = len(base), len(head)
+    h = seen[0]
+    for c in range(2):
+        np.testing.assert_allclose(h[c, at:at + L].numpy(), (authors[0, at:at + L] + torch.tensor(Az[c])).numpy(),
+                                   atol=1e-5)
+        np.testing.assert_allclose(h[c, :at].numpy(), authors[0, :at].numpy(), atol=1e-5)
+        np.testing.assert_allclose(h[c, at + L:].numpy(), authors[0, at + L:].numpy(), atol=1e-5)
+    assert not np.allclose(seen[1][:, at:at + L].numpy(), h[:, at:at + L].numpy(), atol=1e-3)  # A z + p0 under it
+    assert not np.allclose(got, old, atol=1e-4)
+
+
+def test_a_causal_lm_gives_the_same_logits_with_or_without_the_p0_tokens(tiny_causal):
+    """A causal LM's embedding module is the word embedding alone: adding A z after it is adding it
+    before, so the p0 tokens change nothing (SmolLM2's runs are as they were)."""
+    bb = BlackBox(tiny_causal, WORDS)
+    batch = bb.encode(TEXTS, [1, 0, 1])
+    P = prompts(tiny_causal, 3, 3, seed=4)
+    np.testing.assert_array_equal(bb(P, batch, base=[5, 6, 7]).logits, bb(P, batch).logits)
+
+
+def test_bbt_on_a_masked_lm_sends_its_p0_tokens_with_every_call(tiny_masked, monkeypatch):
+    from tiny import TINY, tiny_setup
+
+    from bbt_mini.core.projection import P0_FIRST_TOKEN, first_token_ids
+    from bbt_mini.methods.bbt import BBTConfig, run_bbt
+
+    setup = tiny_setup(tiny_masked)
+    bases = []
+    call = type(setup.service).__call__
+
+    def spy(self, prompts, batch, loss=None, base=None):
+        bases.append(base)
+        return call(self, prompts, batch, loss, base)
+    monkeypatch.setattr(type(setup.service), "__call__", spy)
+    run_bbt(setup, BBTConfig(**{**TINY, "p0": "tokens"}), progress=False)
+    tokens = first_token_ids(TINY["prompt_length"], setup.service.vocab_size, P0_FIRST_TOKEN)
+    assert len(bases) > 4 and all(b == tokens for b in bases)  # training, dev and test calls alike

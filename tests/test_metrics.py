@@ -50,3 +50,20 @@ def test_softmax_and_log_softmax_by_hand_and_without_overflow():
     np.testing.assert_allclose(softmax(logits), [[0.25, 0.75], [0.25, 0.75]])
     np.testing.assert_allclose(log_softmax(logits), np.log([[0.25, 0.75], [0.25, 0.75]]))
     np.testing.assert_allclose(np.exp(log_softmax(LOGITS)), softmax(LOGITS))
+
+
+def test_hinge_is_the_authors_sum_over_every_wrong_class():
+    """Three classes: the authors' hinge adds the violation of every wrong class within the margin
+    (1 + 3 = 4 on the first example), where the largest-violation form would give 3; on two classes
+    the two forms agree."""
+    logits = np.array([[[1.0, 0.0, 2.0], [0.0, 5.0, -4.0]]])
+    labels = np.array([0, 1])
+    by_hand = (max(0, 0 - 1 + 2) + max(0, 2 - 1 + 2) + max(0, 0 - 5 + 2) + max(0, -4 - 5 + 2)) / 2
+    np.testing.assert_allclose(hinge(logits, labels), [by_hand])  # (1 + 3 + 0 + 0) / 2
+    largest = np.mean([max(0, 2 - (1 - 2)), max(0, 2 - (5 - 0))])
+    assert hinge(logits, labels)[0] > largest
+    rng = np.random.default_rng(0)
+    two, y = rng.normal(0, 2, (4, 16, 2)), rng.integers(0, 2, 16)
+    own, other = (np.take_along_axis(two, c[None, :, None], -1)[..., 0] for c in (y, 1 - y))
+    margin = own - other
+    np.testing.assert_allclose(hinge(two, y), np.maximum(0, 2 - margin).mean(-1))

@@ -113,7 +113,7 @@ def test_the_whole_prompt_space_is_bbt_with_A_the_identity(model):
     while by_hand.calls < cfg.budget:
         X = opt.ask()
         prompts = X.reshape(len(X), L, H).astype(np.float32) + p0
-        r = service(prompts, setup.train)
+        r = service(prompts, setup.train, base=by_hand.base)  # p0's tokens, as every BBT call sends them
         opt.tell(X, r.loss)
         by_hand.record(r.loss, r.logits, prompts)
     ours = Run(setup, cfg, 1, "whole")

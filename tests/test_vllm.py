@@ -170,10 +170,10 @@ def test_vllm_bbt_killed_server_is_a_clear_error_and_resume_ends_like_the_uninte
     class KillsTheServer(RemoteService):
         """Stops the server once 12 calls are spent (after the checkpoint at 8)."""
 
-        def __call__(self, prompts, batch, loss=None):
+        def __call__(self, prompts, batch, loss=None, base=None):
             if self.meter.calls >= 12:
                 vllm.kill()
-            return super().__call__(prompts, batch, loss)
+            return super().__call__(prompts, batch, loss, base)
 
     service = KillsTheServer(vllm.url, (" negative", " positive"), api_key=vllm.key, retries=2, backoff=0.5)
     setup = prepare("rotten_tomatoes", "smollm2", seed=1, profile="ci", service=service)

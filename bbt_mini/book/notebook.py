@@ -74,8 +74,11 @@ def compare(a, b, name_a: str, name_b: str, what: str = "test accuracy", fmt: st
     ``a`` and ``b`` are per-seed results (lists of result dicts), one result dict (a fixed
     reference that has no seed, such as the manual prompt), per-seed numbers (lists), or
     ``b`` one number (a fixed reference). With results on both sides the comparison is paired
-    by test sentence and seed, so the test set's sampling noise is counted; with numbers it is
-    Welch's t on the per-seed values, and the sentence says so. The rule, two-sided at 5%, is
+    by test sentence, so the test set's sampling noise is counted, and by seed too when both
+    sides are runs of the same seeds (a seed's split, and its ``A`` for BBT and random search,
+    shared: the per-seed differences carry the seed noise); against a fixed reference, or runs
+    of other seeds, the two sides' seed spreads are counted apart. With numbers it is Welch's t
+    on the per-seed values. The sentence says which. The rule, two-sided at 5%, is
     :func:`bbt_mini.core.stats.judge`; a difference it cannot tell from zero is reported as
     *no detectable difference*; with one run on each side (or one against a fixed reference,
     or seeds that agree exactly) the sentence says it cannot judge, and why.

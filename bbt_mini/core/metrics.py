@@ -29,11 +29,18 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def hinge(logits: np.ndarray, labels: np.ndarray, margin: float = 2.0) -> np.ndarray:
-    """Mean multi-class hinge loss: ``max(0, margin - (s_y - max_{j != y} s_j))`` (early BBT code)."""
-    true = np.take_along_axis(logits, labels[None, :, None], -1)[..., 0]
-    other = logits.copy()
-    np.put_along_axis(other, labels[None, :, None].repeat(len(logits), 0), -np.inf, -1)
-    return np.maximum(0.0, margin - (true - other.max(-1))).mean(-1)
+    """The authors' multi-class hinge loss, per candidate: ``sum_{j != y} max(0, s_j - s_y + margin)``,
+    averaged over the examples.
+
+    As the authors' ``utils.hinge_loss`` (txsun1997/Black-Box-Tuning, called with ``margin=2``,
+    ``reduction='sum'`` and divided by the batch size): every wrong class within ``margin`` of the
+    true one adds its violation, not only the largest (Crammer and Singer's form, which agrees with
+    this one on two classes and is smaller on three or more, where several wrong classes violate).
+    """
+    true = np.take_along_axis(logits, labels[None, :, None], -1)
+    violation = np.maximum(0.0, logits - true + margin)
+    np.put_along_axis(violation, labels[None, :, None].repeat(len(logits), 0), 0.0, -1)  # j = y adds nothing
+    return violation.sum(-1).mean(-1)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -129,9 +129,10 @@ def per_seed(rule, what: str = "test score (%)", fmt: str = ".2f"):
     for a fixed reference, or numbers).
 
     Where every result records its test answers and the task is scored by accuracy, the rule gets
-    the results themselves, so it pairs them by test sentence and seed (the test set's noise is
-    counted); a side of a method in :data:`NO_TRAINING` whose seeds all answer alike is passed as
-    one result (a fixed reference). Otherwise (F1 tasks, results without answers) it gets the
+    the results themselves, so it pairs them by test sentence (the test set's noise is counted),
+    and by seed where both sides ran the same seeds (:func:`bbt_mini.core.stats.paired`); a side
+    of a method in :data:`NO_TRAINING` whose seeds all answer alike is passed as one result (a
+    fixed reference). Otherwise (F1 tasks, results without answers) it gets the
     per-seed :func:`score` s and judges them unpaired."""
     def pairable(results: list) -> bool:
         return all("test_answers" in r and "test_f1" not in r for r in results)

@@ -15,13 +15,25 @@ When both sides are results that record, per test sentence, which label they ans
 **paired** sentence by sentence. With ``C[s, j]`` = 1 if seed ``s`` answered sentence ``j``
 correctly, the difference is ``D = mean(C_a) - mean(C_b)`` and its variance has two parts:
 
-* seeds: ``s_a^2 / n_a + s_b^2 / n_b``, where ``s^2`` is the sample variance (ddof=1) of a
-  side's per-seed accuracies; a fixed reference (one result given alone, such as the manual
-  prompt, which has no seed) has none. (It also holds the seeds' sentence-level flips, which
-  the sentence part counts again: a small, conservative double count.)
 * sentences: ``S_d^2 / N``, the variance over sentences of the per-sentence difference
   ``d_j = mean_s C_a[s, j] - mean_s C_b[s, j]``. Sentences both sides get right or both get
   wrong add nothing (that is the pairing); this is where the manual prompt's test-set noise enters.
+* seeds, in one of two forms:
+
+  - **paired by seed** when both sides are runs on the same seeds (the same seed numbers on
+    each side, each once, at least two): a seed draws one k-shot split for every method, and
+    one projection ``A`` for BBT and random search, so a seed that helps one side tends to
+    help the other. The part is ``s_D^2 / n`` with ``n - 1`` df, ``s_D^2`` the sample variance
+    of the per-seed differences ``D_s = mean_j (C_a[s, j] - C_b[s, j])``: what the two sides
+    share cancels (Student's paired t on the seeds);
+  - **unpaired** otherwise (other seeds, or a fixed reference): ``s_a^2 / n_a + s_b^2 / n_b``,
+    ``s^2`` the sample variance (ddof=1) of a side's per-seed accuracies, ``n - 1`` df each; a
+    fixed reference (one result given alone, such as the manual prompt, which has no seed) has none.
+
+  Either form also holds the seeds' sentence-level flips, which the sentence part counts
+  again: a small, conservative double count. Paired by seed, the seed part has ``n - 1`` df
+  for both sides together, and the df read the parts guarded (:func:`_guarded`), which keeps
+  the rule near 5% with so few df.
 
 ``t = D / sqrt(V)`` is referred to Student's t with the Welch-Satterthwaite degrees of freedom
 of those parts (``n - 1`` for each seed part, ``N - 1`` for the sentence part), two-sided at
@@ -137,9 +149,10 @@ def accuracies(x, key: str = "test_accuracy") -> np.ndarray:
 class Comparison:
     """The outcome of :func:`judge`: the difference, its 95% interval, the p-value and the verdict.
 
-    ``rule`` says how it was judged: ``"paired"`` (by test sentence and seed) or ``"welch"``
-    (per-seed numbers only); ``reason`` says why a comparison is "cannot judge". ``sentence``
-    is filled in by :func:`say` (and :func:`bbt_mini.book.notebook.compare`).
+    ``rule`` says how it was judged: ``"paired"`` (by test sentence; ``seeds_paired`` says
+    whether by seed too, and over how many seeds) or ``"welch"`` (per-seed numbers only);
+    ``reason`` says why a comparison is "cannot judge". ``sentence`` is filled in by :func:`say`
+    (and :func:`bbt_mini.book.notebook.compare`).
     """
 
     diff: float  # mean of a minus mean of b
@@ -154,6 +167,7 @@ class Comparison:
     n_b: int | None  # None: b is a fixed reference
     sentences: int | None = None  # test sentences paired (None: Welch)
     reason: str = ""
+    seeds_paired: int | None = None  # seeds paired (both sides ran them); None: seeds not paired
     sentence: str = ""
 
     def __str__(self) -> str:
@@ -172,24 +186,66 @@ def _satterthwaite(parts: list[tuple[float, float]]) -> float:
     return total * total / denom if denom > 0 else math.inf
 
 
+GUARD = 0.3  # for the df, each part's variance is read at the top of its one-sided 70% interval
+
+
+def _guarded(parts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The parts as the rule's df reads them when it pairs by seed: each estimate ``v`` with ``k`` df
+    becomes ``v k / chi2_k(GUARD)``; the variance itself (the se) is not changed.
+
+    Welch-Satterthwaite's df from estimated variances runs high when a part of few df (the seeds'
+    2 with 3 seeds paired) happens to come out small beside a part of many (the sentences'): in a
+    normal simulation of a 2-df part beside a known one (100,000 nulls per ratio of the two) the
+    rule then called a null a difference up to 7.8% of the time, and on the book's simulated nulls
+    seed-paired at 300 sentences 6.6% (``tests/test_stats.py``). Read at the top of its 70%
+    interval, a part of few df weighs nearer what it may truly be: at most 5.4% in the normal
+    simulation (0.2, the 80% interval's top, gave at most 5.0% but cost more power), at most 4.6%
+    on the book's nulls. Parts of equal df keep their df exactly (a common factor cancels).
+    """
+    return [(v * df / float(scipy.stats.chi2.ppf(GUARD, df)), df) if v > 0 and df > 0 else (v, df)
+            for v, df in parts]
+
+
 def _seed_variance(C: np.ndarray) -> float:
     """The sample variance (ddof=1) of the per-seed accuracies (the rows' means)."""
     return float(C.mean(1).var(ddof=1))
 
 
-def _decide(diff: float, parts: list, rule: str, n_a: int, n_b, sentences=None, alpha: float = ALPHA) -> Comparison:
+def _decide(diff: float, parts: list, rule: str, n_a: int, n_b, sentences=None, alpha: float = ALPHA,
+            seeds_paired: int | None = None) -> Comparison:
+    """The verdict from the parts of the variance; paired by seed, the df read them guarded (:func:`_guarded`)."""
     var = sum(v for v, _ in parts)
     if var <= 0:
         if diff == 0 and sentences is not None:  # the same answer on every sentence
-            return Comparison(0.0, 0.0, 0.0, 0.0, 1.0, math.inf, "no detectable difference", rule, n_a, n_b, sentences)
+            return Comparison(0.0, 0.0, 0.0, 0.0, 1.0, math.inf, "no detectable difference", rule, n_a, n_b, sentences,
+                              seeds_paired=seeds_paired)
         return Comparison(diff, math.nan, math.nan, math.nan, math.nan, math.nan, "cannot judge", rule, n_a, n_b,
-                          sentences, "the seeds agree exactly, which gives no scale")
+                          sentences, "the seeds agree exactly, which gives no scale", seeds_paired=seeds_paired)
     se = math.sqrt(var)
-    df = _satterthwaite(parts)
+    df = _satterthwaite(_guarded(parts) if seeds_paired else parts)
     half = t_critical(df, alpha) * se
     p = t_pvalue(diff / se, df)
     verdict = "no detectable difference" if p >= alpha else ("higher" if diff > 0 else "lower")
-    return Comparison(diff, se, diff - half, diff + half, p, df, verdict, rule, n_a, n_b, sentences)
+    return Comparison(diff, se, diff - half, diff + half, p, df, verdict, rule, n_a, n_b, sentences,
+                      seeds_paired=seeds_paired)
+
+
+def shared_seeds(a, b) -> list | None:
+    """The seeds both sides ran, sorted, if the two lists of results are runs of the same seeds
+    (each side every seed once, at least two); ``None`` otherwise (a fixed reference, a result
+    without a seed, a seed run twice, or seeds one side lacks): those sides are not paired by seed."""
+    if is_result(a) or is_result(b):
+        return None
+    sa, sb = [r.get("seed") for r in a], [r.get("seed") for r in b]
+    if None in sa or None in sb or len(set(sa)) != len(sa) or len(set(sb)) != len(sb) or set(sa) != set(sb):
+        return None
+    return sorted(sa) if len(sa) > 1 else None
+
+
+def by_seed(results, seeds: list) -> list:
+    """``results`` in the order of ``seeds``."""
+    at = {r["seed"]: r for r in results}
+    return [at[s] for s in seeds]
 
 
 def paired(a, b, alpha: float = ALPHA) -> Comparison:
@@ -198,10 +254,15 @@ def paired(a, b, alpha: float = ALPHA) -> Comparison:
     A side given as one result dict is a fixed reference (no seed: the manual prompt); a side
     given as a list is per-seed results, whose seed spread is estimated (a list of one borrows
     the other side's, and with one run on each side there is no seed spread to judge by).
+    Two lists of runs of the same seeds (:func:`shared_seeds`) are paired by seed as well as by
+    sentence: the seed part is the variance of the per-seed differences over ``n``, ``n - 1`` df.
     """
     a_fixed, b_fixed = is_result(a), is_result(b)
     if a_fixed and b_fixed:
         raise ValueError("at most one side can be a fixed reference (one result dict); give a's per-seed results")
+    seeds = shared_seeds(a, b)
+    if seeds is not None:
+        a, b = by_seed(a, seeds), by_seed(b, seeds)
     Ca, set_a = correctness([a] if a_fixed else a)
     Cb, set_b = correctness([b] if b_fixed else b)
     if set_a != set_b or Ca.shape[1] != Cb.shape[1]:
@@ -212,6 +273,10 @@ def paired(a, b, alpha: float = ALPHA) -> Comparison:
     diff = float(Ca.mean() - Cb.mean())
     d = Ca.mean(0) - Cb.mean(0)
     parts = [(float(d.var(ddof=1)) / N if N > 1 else 0.0, N - 1)]
+    if seeds is not None:  # Student's paired t on the seeds: what a seed gives both sides cancels
+        D = Ca.mean(1) - Cb.mean(1)
+        parts.append((float(D.var(ddof=1)) / len(D), len(D) - 1))
+        return _decide(diff, parts, "paired", n_a, n_b, N, alpha, seeds_paired=len(seeds))
     sides = [(Ca, a_fixed), (Cb, b_fixed)]
     known = [(_seed_variance(C), len(C) - 1) for C, fixed in sides if not fixed and len(C) > 1]
     single = [C for C, fixed in sides if not fixed and len(C) == 1]
@@ -340,7 +405,8 @@ def detectable(se: float, df: float, power: float = 0.8, alpha: float = ALPHA) -
 
 
 def planned_se(seeds: int, sentences: int | None, seed_sd: float, discordant: float | None = None,
-               b_seeds: int | None = None, seed_flips: float = 0.0) -> tuple[float, float]:
+               b_seeds: int | None = None, seed_flips: float = 0.0,
+               seed_corr: float | None = None) -> tuple[float, float]:
     """``(se, df)`` that :func:`paired` (or :func:`welch`) will compute, from a design before it runs.
 
     ``se`` is the square root of the rule's variance with the design's true parts; ``df`` is the
@@ -350,6 +416,11 @@ def planned_se(seeds: int, sentences: int | None, seed_sd: float, discordant: fl
     reference (``b_seeds=None``: the manual prompt) or has ``b_seeds`` runs with the same spread.
     The seed parts are ``seed_sd^2 / n`` with ``n - 1`` df per seeded side (a side with one run
     borrows the other's, as the rule does). ``sentences=None``: per-seed numbers only, Welch.
+    ``seed_corr``: both sides run the same seeds (``b_seeds == seeds``, a paired design) and
+    their per-seed accuracies correlate by ``seed_corr`` across seeds (a seed's split and ``A``
+    help or hurt both); the rule pairs them by seed, and the seed part is the variance of the
+    per-seed differences, ``2 seed_sd^2 (1 - seed_corr) / n`` with ``n - 1`` df. ``0`` (unknown:
+    the cautious plan) keeps the unpaired variance at fewer df.
 
     The sentence part is ``Var(d_j) / N`` with ``N - 1`` df, ``d_j`` the difference of the two
     sides' seed-mean correctness on sentence ``j``. Let ``p_j`` be the chance that a run of a side
@@ -374,21 +445,27 @@ def planned_se(seeds: int, sentences: int | None, seed_sd: float, discordant: fl
     if sentences is not None and (discordant is None or not 0 <= seed_flips / 2 <= discordant <= 1):
         raise ValueError(f"a paired design needs 0 <= seed_flips / 2 <= discordant <= 1, got {seed_flips} and "
                          f"{discordant}")
+    if seed_corr is not None and (sentences is None or b_seeds != seeds or not -1 <= seed_corr <= 1):
+        raise ValueError(f"seeds paired need a paired design with the same seeds on both sides and a correlation "
+                         f"in [-1, 1], got {seeds} and {b_seeds} seeds, correlation {seed_corr}")
     sides = [n for n in (seeds, b_seeds) if n is not None]
     known = [n for n in sides if n > 1]
     if not known:  # one run against a fixed reference, or one on each side: the rule cannot judge
         return math.nan, math.nan
     var = seed_sd ** 2
-    parts = [(var / n, n - 1) if n > 1 else (var, known[0] - 1) for n in sides]
+    if seed_corr is not None:  # paired by seed: the per-seed differences
+        parts = [(2 * var * (1 - seed_corr) / seeds, seeds - 1)]
+    else:
+        parts = [(var / n, n - 1) if n > 1 else (var, known[0] - 1) for n in sides]
     if sentences is not None:
         f = seed_flips / 2
         flips = sum(f / n - f for n in sides)
         parts.append(((discordant + flips) / sentences, sentences - 1))
     se = math.sqrt(sum(v for v, _ in parts))
-    return se, _estimated_df(parts)
+    return se, _estimated_df(parts, guarded=seed_corr is not None)
 
 
-def _estimated_df(parts: list[tuple[float, float]], draws: int = 20_000) -> float:
+def _estimated_df(parts: list[tuple[float, float]], draws: int = 20_000, guarded: bool = False) -> float:
     """The Welch-Satterthwaite df that the rule will estimate from these parts, as one number.
 
     The rule estimates each part's variance (a chi-square with its df, times the variance over the
@@ -404,6 +481,8 @@ def _estimated_df(parts: list[tuple[float, float]], draws: int = 20_000) -> floa
     v = np.array([var for var, _ in parts])
     df = np.array([d for _, d in parts], dtype=float)
     est = v * np.random.default_rng(0).chisquare(df, (draws, len(parts))) / df
+    if guarded:  # as the rule reads them when it pairs by seed (:func:`_guarded`)
+        est = est * df / scipy.stats.chi2.ppf(GUARD, df)
     return float(1.0 / np.mean((est ** 2 / df).sum(1) / est.sum(1) ** 2))
 
 
@@ -422,10 +501,13 @@ def _p(p: float) -> str:
 
 
 def how(c: Comparison, unit: str = "seeds") -> str:
-    """How a comparison was judged, in a few words (the rule's name and what it paired)."""
+    """How a comparison was judged, in a few words: the rule's name and exactly what it paired."""
     if c.rule == "paired":
-        seeds = "" if c.n_b is None and c.n_a == 1 else f" and {unit}"
-        return f"paired over {c.sentences} test sentences{seeds}"
+        if c.seeds_paired:
+            return f"paired over {c.sentences} test sentences and by seed ({c.seeds_paired} {unit} run by both sides)"
+        if c.n_b is None:
+            return f"paired over {c.sentences} test sentences, against a fixed reference"
+        return f"paired over {c.sentences} test sentences, not by seed (the two sides do not share their {unit})"
     return f"Welch's t over {unit}, nothing paired"
 
 

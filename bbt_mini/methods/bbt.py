@@ -46,7 +46,7 @@ class BBTConfig:
     budget: int = setting(FULL.budget, "API calls spent on the training set")
     sigma0: float = setting(1.0, "CMA-ES initial step size")  # the authors' bbt.py: 1 (their ICML-era code: 0.5)
     bound: float | None = setting(None, "box on z (the ICML-era code: 5); default unbounded")
-    loss: str = setting("ce", "training loss: cross-entropy, hinge (margin 2) or minus accuracy", LOSS_NAMES)
+    loss: str = setting("ce", "training loss: cross-entropy, the authors' hinge (margin 2) or -accuracy", LOSS_NAMES)
     eval_every: int = setting(FULL.eval_every, "API calls between dev checks")
     sampler: str = setting("uniform", "A: uniform (BBT), normal or normal-v1 (BBTv2)", SAMPLERS)
     alpha: float = setting(1.0, "scale of the normal sampler")

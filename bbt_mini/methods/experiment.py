@@ -66,8 +66,12 @@ def no_prompt(service: BlackBox) -> np.ndarray:
     return np.zeros((1, 0, service.hidden_size), np.float32)
 
 
-def evaluate(service: BlackBox, batch: Batch, prompt: np.ndarray | None = None) -> dict:
-    """Scores of one prompt (L, H), a deep prompt (layers, L, H) or none, on ``batch``."""
-    prompt = no_prompt(service) if prompt is None else np.asarray(prompt)[None]
-    r = service(prompt, batch)
+def evaluate(service: BlackBox, batch: Batch, prompt: np.ndarray | None = None, base=None) -> dict:
+    """Scores of one prompt (L, H), a deep prompt (layers, L, H) or none, on ``batch``; ``base``: the
+    token ids of the prompt's ``p0`` (:meth:`bbt_mini.service.blackbox.BlackBox.__call__`)."""
+    if prompt is None:
+        prompt, base = no_prompt(service), None
+    else:
+        prompt = np.asarray(prompt)[None]
+    r = service(prompt, batch, base=base)
     return {**scores(r.logits[0], batch.labels), "loss": float(r.loss[0])}

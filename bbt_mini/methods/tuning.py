@@ -36,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.metrics import accuracy
+from ..core.projection import p0_token_ids
 from ..core.results import differences, identity, result, test_fields, used_since
 from .experiment import Setup, evaluate
 
@@ -66,6 +67,8 @@ class Run:
 
     def __post_init__(self):
         self.meter0 = self.setup.service.meter.snapshot()
+        # the token ids of p0, if made of tokens: a masked LM adds A z after its embedding module over them
+        self.base = p0_token_ids(self.config.p0, self.setup.service, self.config.prompt_length, self.seed)
         self._next_eval = self.config.eval_every
         self.test_at = check_test_at(self.test_at, self.config.budget)
 
@@ -97,14 +100,14 @@ class Run:
         best_dev, prompt, best_calls = self.best_dev, self.best_prompt, self.best_calls
         _, incumbent, found = self.incumbent
         if incumbent is not None and found != self._checked:
-            acc = evaluate(self.setup.service, self.setup.dev, incumbent)["accuracy"]
+            acc = evaluate(self.setup.service, self.setup.dev, incumbent, self.base)["accuracy"]
             if acc > best_dev:
                 best_dev, prompt, best_calls = acc, incumbent, self.calls
         prompt = incumbent if prompt is None else prompt
         if self._last_test and self._last_test[0] is prompt:  # the prompt an earlier budget returned: scored
             scores = self._last_test[1]
         else:
-            scores = evaluate(self.setup.service, self.setup.test, prompt)
+            scores = evaluate(self.setup.service, self.setup.test, prompt, self.base)
         self._last_test = (prompt, scores)
         return {"budget": budget, "calls": self.calls, "best_dev_acc": best_dev, "best_dev_calls": best_calls,
                 **test_fields(self.setup, scores, labels=False), "test_loss": scores["loss"],
@@ -115,7 +118,7 @@ class Run:
         _, prompt, found = self.incumbent
         if prompt is not None and found != self._checked:
             self._checked = found
-            acc = evaluate(self.setup.service, self.setup.dev, prompt)["accuracy"]
+            acc = evaluate(self.setup.service, self.setup.dev, prompt, self.base)["accuracy"]
             self.dev_calls += 1
             if acc > self.best_dev:
                 self.best_dev, self.best_prompt, self.best_calls = acc, prompt, self.calls
@@ -180,7 +183,7 @@ class Run:
         scores = None
         if test:  # the test at the run's own budget (test_at) scored this very prompt already: not twice
             scores = (self._last_test[1] if self._last_test and self._last_test[0] is prompt
-                      else evaluate(self.setup.service, self.setup.test, prompt))
+                      else evaluate(self.setup.service, self.setup.test, prompt, self.base))
         if self.test_at:
             extra["test_at"] = self.tested
         out = result(self.setup, self.method, scores, self.meter_used(), seed=self.seed, config=self.config,
@@ -224,7 +227,7 @@ def tune(setup: Setup, config, seed: int, method: str, search, checkpoint: str |
         while run.calls < config.budget:
             n = min(config.popsize, config.budget - run.calls)
             Z, prompts = search.ask(n)
-            r = service(prompts, setup.train, loss=config.loss)
+            r = service(prompts, setup.train, loss=config.loss, base=run.base)
             moved = search.tell(Z, prompts, r.loss)
             entry = run.record(r.loss, r.logits, prompts)
             entry.update(moved)

@@ -169,15 +169,21 @@ class BlackBox(ServiceBase):
 
     # ------------------------------------------------------------------ the call
 
-    def __call__(self, prompts, batch: Batch, loss: str | None = None) -> Response:
-        """Evaluate ``n`` candidate prompts on ``batch``: ``n`` API calls."""
+    def __call__(self, prompts, batch: Batch, loss: str | None = None, base=None) -> Response:
+        """Evaluate ``n`` candidate prompts on ``batch``: ``n`` API calls.
+
+        ``base``: the ``L`` token ids the prompts' ``p0`` is made of (BBT's default ``p0``). A
+        masked LM then runs those tokens through its embedding module and adds each prompt's
+        offset from their word embeddings (``A z``) to its output, where the authors add it
+        (:mod:`bbt_mini.service.forward`); a causal LM gives the same logits with or without it.
+        """
         start = time.perf_counter()
         name = check_loss(loss or self.loss)
         prompts = self._check(prompts)
         n = prompts.shape[0]
         check_budget(self.budget, self.meter.calls, n)
         with torch.inference_mode():
-            logits = self._forward.logits(prompts, batch).float().cpu().numpy()
+            logits = self._forward.logits(prompts, batch, base).float().cpu().numpy()
         if not np.isfinite(logits).all():
             bad = sorted(set(np.nonzero(~np.isfinite(logits))[0].tolist()))
             raise FloatingPointError(f"the model returned NaN or inf logits for candidate(s) {bad}")

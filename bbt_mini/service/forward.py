@@ -14,12 +14,21 @@ through the model's public API only (no copied modeling code), by one of three s
 * **deep prompts** (BBTv2, :class:`DeepPrompt`): entry ``l >= 1`` of a prompt of shape
   ``(layers, L, hidden)`` is *added* to the hidden states at the prompt positions as they
   enter layer ``l``, through forward pre-hooks.
+
+**Where the prompt enters a masked LM.** A prompt ``P = A z + p0`` whose ``p0`` is made of
+tokens (``base``, their ids) enters a masked LM as the authors' code adds it to RoBERTa
+(``models/modeling_roberta.py`` in txsun1997/Black-Box-Tuning, ``cat_or_add="add"``): the
+``base`` tokens go through the embedding module (word embedding, position and token-type
+embeddings, LayerNorm) and ``P - E[base]`` (``A z``) is added to its output, through a forward
+hook on that module (:class:`AfterEmbeddings`). Without ``base`` (``p0`` zeros or from a file),
+and in a causal LM, whose embedding module is the word embedding alone, so that adding after it
+or before is the same, ``P`` goes in as the input embeddings.
 """
 from __future__ import annotations
 
 import inspect
 import weakref
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +86,45 @@ def _deep_prompt_hook(owner_ref, layer: int):
     return hook
 
 
+def _after_embeddings_hook(owner_ref):
+    """A forward hook on the embedding module: add the active offsets at the prompt positions."""
+    def hook(module, args, out):
+        owner = owner_ref()
+        if owner is None or owner.active is None:
+            return None
+        offset, at = owner.active
+        if offset.shape[0] != out.shape[0]:  # one offset per candidate, repeated over its examples
+            offset = offset.repeat_interleave(out.shape[0] // offset.shape[0], 0)
+        L = offset.shape[1]
+        return torch.cat([out[:, :at], out[:, at:at + L] + offset.to(out.dtype), out[:, at + L:]], 1)
+    return hook
+
+
+class AfterEmbeddings:
+    """Masked LMs: a prompt's offset from its base tokens, added to the embedding module's output.
+
+    While :meth:`adding` is active, ``offset`` (rows, L, hidden) is added at positions
+    ``at .. at + L`` of what the embedding module (``embeddings`` of BERT and RoBERTa: word,
+    position and token-type embeddings, then LayerNorm) returns: the hidden states entering layer 0
+    there are ``LayerNorm(E[base] + position + type) + offset``, as the authors add ``A z``.
+    """
+
+    def __init__(self, embeddings: torch.nn.Module):
+        self.active: tuple | None = None
+        me = weakref.ref(self)
+        self._handles = [embeddings.register_forward_hook(_after_embeddings_hook(me))]
+        weakref.finalize(self, _remove_all, self._handles)
+
+    @contextmanager
+    def adding(self, offset: torch.Tensor | None, at: int):
+        """Add ``offset`` during the forwards inside this block (``None``: nothing)."""
+        self.active = (offset, at) if offset is not None else None
+        try:
+            yield
+        finally:
+            self.active = None
+
+
 class DeepPrompt:
     """BBTv2's deep prompt, through forward pre-hooks on the transformer layers.
 
@@ -120,12 +168,20 @@ class Prompt:
     shallow: torch.Tensor
     deep: torch.Tensor | None
     placement: str
+    after: torch.Tensor | None = None  # masked LMs with base tokens: added after the embedding module
 
     @classmethod
     def of(cls, prompts: torch.Tensor, batch: Batch) -> "Prompt":
         """``prompts`` (n, L, H) or deep ones (n, layers, L, H), placed as ``batch`` was encoded."""
         deep = prompts if prompts.dim() == 4 else None
         return cls(prompts if deep is None else prompts[:, 0], deep, "prepend" if batch.before is None else "between")
+
+    def on(self, under: torch.Tensor) -> "Prompt":
+        """The prompt over base tokens whose word embeddings are ``under`` (L, H): ``under`` goes in
+        as the input embeddings and ``shallow - under`` is added after the embedding module."""
+        n = self.shallow.shape[0]
+        return Prompt(under.to(self.shallow.dtype).unsqueeze(0).expand(n, -1, -1), self.deep, self.placement,
+                      self.shallow - under.to(self.shallow.dtype))
 
     def __len__(self) -> int:
         return self.shallow.shape[0]
@@ -137,7 +193,8 @@ class Prompt:
 
     def __getitem__(self, chunk: slice) -> "Prompt":
         """The candidates in ``chunk``."""
-        return Prompt(self.shallow[chunk], None if self.deep is None else self.deep[chunk], self.placement)
+        return Prompt(self.shallow[chunk], None if self.deep is None else self.deep[chunk], self.placement,
+                      None if self.after is None else self.after[chunk])
 
 
 # Defaults of a forward on a GPU and on a CPU (see BlackBox): examples per length group and tokens per forward.
@@ -174,6 +231,8 @@ class Forward:
         self.cache_prompt = cache_prompt and lm.kind == "causal"
         self.cache_bytes = cache_bytes
         self.deep = DeepPrompt(lm.layers)
+        embeddings = getattr(lm.body, "embeddings", None) if lm.kind == "masked" else None
+        self.after_embeddings = AfterEmbeddings(embeddings) if embeddings is not None else None
         self._cache_kw = _cache_name(lm.body)
 
     def groups(self, batch: Batch, prompt_length: int = 0) -> list:
@@ -187,13 +246,20 @@ class Forward:
         """Refuse a batch whose longest example with the prompt exceeds the model's length limit."""
         check_length(batch, prompt_length, self.lm.max_length, self.lm.name)
 
-    def logits(self, prompts: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def logits(self, prompts: torch.Tensor, batch: Batch, base=None) -> torch.Tensor:
         """(n, B, C) label-word logits of ``prompts`` (n, L, H) or deep ones (n, layers, L, H).
 
+        ``base``: the ``L`` token ids the prompt's ``p0`` is made of; a masked LM then takes the
+        prompt as the authors do (the module doc), a causal LM ignores it (the same either way).
         Candidates go in chunks that keep a forward within ``max_tokens``; each chunk meets every
         length group of the batch through one strategy, which yields the read-out hidden states.
         """
         prompt = Prompt.of(prompts, batch)
+        if base is not None and self.after_embeddings is not None:
+            if len(base) != prompt.length or prompt.placement != "prepend":
+                raise ValueError(f"base: one token id per prompt vector ({prompt.length}), placed before the text; "
+                                 f"got {len(base)} ids, placement {prompt.placement!r}")
+            prompt = prompt.on(self.lm.embed(torch.as_tensor(list(base), dtype=torch.long)))
         self.check_length(batch, prompt.length)
         groups = [(idx, *self.pad([batch.pieces[i] for i in idx])) for idx in self.groups(batch, prompt.length)]
         strategy = self.STRATEGIES[prompt.placement, self.cache_prompt]
@@ -237,9 +303,15 @@ class Forward:
             x = torch.cat([self._with_head(prompt.shallow, head_emb).unsqueeze(1).expand(-1, Bg, -1, -1),
                            self.lm.embed(ids).unsqueeze(0).expand(nc, -1, -1, -1)], 2).reshape(nc * Bg, -1, H)
             attn = torch.cat([torch.ones(Bg, head + L, dtype=mask.dtype, device=mask.device), mask], 1).repeat(nc, 1)
-            with self.deep.adding(prompt.deep, head):
+            with self.deep.adding(prompt.deep, head), self._after(prompt.after, head):
                 h = self.lm.body(inputs_embeds=x, attention_mask=attn).last_hidden_state
             yield idx, self._at(h, batch, idx, nc, L + head)
+
+    def _after(self, offset: torch.Tensor | None, at: int):
+        """Masked LMs: add ``offset`` after the embedding module (nothing to add: a no-op)."""
+        if self.after_embeddings is None:
+            return nullcontext()
+        return self.after_embeddings.adding(offset, at)
 
     def on_cache(self, prompt: Prompt, batch: Batch, groups: list):
         """Causal LMs: ``[head, prompt]``'s keys/values once per candidate (the prompt cannot see the

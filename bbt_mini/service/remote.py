@@ -286,8 +286,11 @@ class RemoteService(ServiceBase):
         check_prompts(p, self.hidden_size)
         return p
 
-    def __call__(self, prompts, batch: Batch, loss: str | None = None) -> Response:
-        """Evaluate ``n`` candidate prompts on ``batch``: ``n`` API calls, in ``ceil(n B / per_request)`` requests."""
+    def __call__(self, prompts, batch: Batch, loss: str | None = None, base=None) -> Response:
+        """Evaluate ``n`` candidate prompts on ``batch``: ``n`` API calls, in ``ceil(n B / per_request)`` requests.
+
+        ``base`` (the prompt's ``p0`` tokens) changes nothing here: the server runs a causal LM,
+        whose input embeddings are the word embeddings alone (:meth:`BlackBox.__call__`)."""
         start = time.perf_counter()
         name = check_loss(loss or self.loss)
         prompts = self._check(prompts)
