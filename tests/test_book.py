@@ -139,7 +139,8 @@ WIDTH = 88
 HIDDEN = {"hide-input", "hide-cell", "remove-input", "remove-cell"}  # the reader sees no code
 CHAPTER_WORDS = {"01_lmaas": "lmaas", "02_intrinsic_dimension": "intrinsic", "03_cmaes": "cmaes",
                  "04_divide_and_conquer": "divide", "05_normal_sampler": "normal", "06_price": "price",
-                 "07_more_data": "more", "benchmark": "bench"}
+                 "07_more_data": "more", "08_your_prompt": "yours",
+                 "benchmark": "bench"}
 FENCE = re.compile(r"^(`{3,}|~{3,})\s*(\{([\w:-]+)\})?\s*(.*)$")
 DRAWS = re.compile(r"\bplt\.(show|subplots|figure|plot|imshow|scatter|hist|bar|errorbar)\(|"
                    r"\.subplots\(|\bsubplot_mosaic\(")
