@@ -185,3 +185,18 @@ def test_bad_settings_are_refused_by_the_methods(call, message, llama_setup):
 def test_the_copy_is_trained_not_the_service(llama_setup):
     lm = finetune.trainable_copy(llama_setup)
     assert lm.model is not model_behind(llama_setup.service).model and lm.dtype == torch.float32
+
+
+def test_the_grid_runs_the_baselines_and_tables_them_under_the_papers_names(llama_folder, tmp_path):
+    """The grid gives a baseline its defaults (30 steps; Feature-BiLSTM's 300 LSTM steps are left out: slow)."""
+    out = tmp_path / "grid"
+    methods = [m for m in NEW if m != "feature_bilstm"]
+    with pytest.warns(UserWarning, match="no bias terms"):
+        code = main(["grid", "--tasks", "rotten_tomatoes", "--methods", *methods, "--seeds", "1", "--profile", "ci",
+                     "--model", str(llama_folder), "--out", str(out), "--k", "1", "--test-size", "4", "--device",
+                     "cpu", "--dtype", "float32", "--quiet"])
+    assert code == 0
+    table = (out / "table.md").read_text()
+    for method in methods:
+        assert f"| {METHODS[method].label} |" in table
+        assert json.loads((out / f"rotten_tomatoes-{method}-s1.json").read_text())["method"] == method
