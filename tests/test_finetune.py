@@ -10,6 +10,7 @@ from tiny import tiny_causal_folder, tiny_folder, tiny_lm, tiny_setup
 
 from bbt_mini.__main__ import main
 from bbt_mini.methods import baselines, finetune
+from bbt_mini.methods.experiment import no_prompt
 from bbt_mini.methods.registry import METHODS
 from bbt_mini.run.spec import RunSpec
 from bbt_mini.service.blackbox import model_behind
@@ -200,3 +201,24 @@ def test_the_grid_runs_the_baselines_and_tables_them_under_the_papers_names(llam
     for method in methods:
         assert f"| {METHODS[method].label} |" in table
         assert json.loads((out / f"rotten_tomatoes-{method}-s1.json").read_text())["method"] == method
+
+
+@pytest.mark.parametrize("placement", ["prepend", "between"])
+def test_the_read_out_is_the_services_answer_without_a_prompt(llama_folder, placement):
+    """Before training, the methods' read-out is the manual prompt's through the black box, with either placement."""
+    s = tiny_setup(tiny_lm(llama_folder), k=2, test_size=4, placement=placement)
+    box = WhiteBox(finetune.trainable_copy(s), s.service.label_words)
+    with torch.no_grad():
+        mine = finetune.readout_logits(box, s.test)
+    service = torch.as_tensor(s.service(no_prompt(s.service), s.test).logits[0])
+    torch.testing.assert_close(mine, service, atol=1e-5, rtol=1e-5)
+    r = finetune.p_tuning_v2(s, lr=5e-2, prompt_length=2, **FAST)
+    assert falls(r) and r["placement"] == placement
+
+
+def test_the_read_out_is_the_services_answer_on_a_masked_lm(roberta_setup):
+    s = roberta_setup
+    with torch.no_grad():
+        mine = finetune.readout_logits(WhiteBox(finetune.trainable_copy(s), s.service.label_words), s.test)
+    torch.testing.assert_close(mine, torch.as_tensor(s.service(no_prompt(s.service), s.test).logits[0]),
+                               atol=1e-5, rtol=1e-5)
