@@ -19,8 +19,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "bbt_mini"
 LAYERS = ("core", "data", "lm", "service", "methods", "run", "book", "__main__", "minimal")
 # Imported inside functions on purpose: not every install has them (the hub extra, the
-# server's own environment, the book's builder, notebooks).
-OPTIONAL = {"datasets", "vllm", "matplotlib", "myst_nb", "ray", "IPython"}
+# server's own environment, the book's builder, notebooks, the baselines extra: peft, which
+# also takes seconds to import and only LoRA and P-Tuning v2 need).
+OPTIONAL = {"datasets", "vllm", "matplotlib", "myst_nb", "ray", "IPython", "peft"}
 # An upward import the lead removes at merge: core/cost.py's gain_from uses the book's
 # compare() until its statistics move to core/stats.py (the `verdict` helper's branch).
 ALLOWED_UPWARD: set[tuple[str, str]] = set()  # none: core.cost reads its statistics from core.stats

@@ -40,7 +40,8 @@ PAPER_TABLE = {
 }
 # Each method's row in the papers' tables (the method registry's labels: bbt_mini.methods.registry).
 METHOD_NAMES = {"manual": "manual prompt", "calibrated": "contextual calibration", "icl": "in-context learning",
-                "feature_mlp": "Feature-MLP",
+                "feature_mlp": "Feature-MLP", "feature_bilstm": "Feature-BiLSTM", "model_tuning": "model tuning",
+                "bitfit": "BitFit", "lora": "LoRA", "p_tuning_v2": "P-Tuning v2", "adapter": "Adapter",
                 "prompt_tuning": "prompt tuning", "bbt": "BBT", "bbtv2": "BBTv2",
                 # BBTv2's deep prompt and sampler with one search over every layer's z at once (not BBTv2)
                 "deep-joint": "deep prompt, joint search"}

@@ -18,7 +18,12 @@ service boundary on purpose, through :class:`bbt_mini.service.whitebox.WhiteBox`
 * :func:`prompt_tuning`: the same soft prompt, trained by gradient descent with Adam
   (Lester et al., 2021);
 * :func:`feature_mlp`: a small MLP trained on the frozen model's features at the read-out
-  position (the papers' Feature-MLP).
+  position (the papers' Feature-MLP);
+* :func:`feature_bilstm`: a BiLSTM over the frozen model's features at every token (the papers'
+  Feature-BiLSTM).
+
+The methods that train inside the model (model tuning, BitFit, LoRA, P-Tuning v2, adapters) are
+:mod:`bbt_mini.methods.finetune`.
 """
 from __future__ import annotations
 
@@ -256,7 +261,7 @@ def prompt_tuning(setup: Setup, prompt_length: int = 10, steps: int = 30, lr: fl
                    prompt_length=prompt_length, best_dev_acc=best[0], best_dev_step=best[2], curve=curve, wall_s=wall,
                    passes={"forward_examples": steps * len(train), "backward_examples": steps * len(train)},
                    peak_rss_growth_bytes=peak_memory() - rss0, weights_unchanged=unchanged,
-                   _prompt=best[1].numpy())
+                   trainable_parameters=prompt.numel(), _prompt=best[1].numpy())
 
 
 def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1e-3, weight_decay: float = 1e-2,
@@ -292,4 +297,75 @@ def feature_mlp(setup: Setup, hidden: int = 256, steps: int = 300, lr: float = 1
         test = scores(mlp(norm["test"]).numpy(), setup.test.labels)
     n = len(setup.train) + len(setup.dev) + len(setup.test)
     return _result(setup, "feature_mlp", test, m0, best_dev_acc=best[0], best_dev_step=best[2], steps=steps,
-                   wall_s=time.perf_counter() - t0, passes={"forward_examples": n, "backward_examples": 0})
+                   wall_s=time.perf_counter() - t0, passes={"forward_examples": n, "backward_examples": 0},
+                   trainable_parameters=sum(p.numel() for p in mlp.parameters()))
+
+
+def token_features(box: WhiteBox, batch: Batch) -> list[torch.Tensor]:
+    """Each example's final hidden states at all its tokens, no prompt: a list of (T_i, hidden), float32."""
+    out = [None] * len(batch)
+    with torch.inference_mode():
+        for idx in box.forward.groups(batch):
+            seqs = [batch.full_ids(i) for i in idx]
+            ids, mask = box.forward.pad(seqs)
+            h = box.lm.body(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu()
+            for row, (i, seq) in enumerate(zip(idx, seqs)):
+                out[i] = h[row, :len(seq)].clone()
+    return out
+
+
+class BiLSTMHead(torch.nn.Module):
+    """A bidirectional LSTM over a sequence of features, then a linear map from its two final states."""
+
+    def __init__(self, features: int, hidden: int, classes: int):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(features, hidden, batch_first=True, bidirectional=True)
+        self.out = torch.nn.Linear(2 * hidden, classes)
+
+    def forward(self, seqs: list[torch.Tensor]) -> torch.Tensor:
+        packed = torch.nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)  # h: (2, B, hidden), the forward pass's last state and the backward's
+        return self.out(torch.cat([h[0], h[1]], -1))
+
+
+def feature_bilstm(setup: Setup, hidden: int = 128, steps: int = 300, lr: float = 1e-3, weight_decay: float = 1e-2,
+                   eval_every: int = 25, seed: int | None = None) -> dict:
+    """Feature-BiLSTM: the frozen model's final hidden states at every token of the text, a BiLSTM over them
+    and a linear classifier on its two final states, trained with AdamW (the papers' Feature-BiLSTM).
+
+    As :func:`feature_mlp`: one forward pass per example to extract features, standardised with the training
+    tokens' mean and spread; the best-dev head is tested.
+    """
+    box = WhiteBox.behind(setup.service)
+    t0, m0, rss0 = time.perf_counter(), setup.service.meter.snapshot(), peak_memory()
+    X = {name: token_features(box, b) for name, b in (("train", setup.train), ("dev", setup.dev),
+                                                      ("test", setup.test))}
+    tokens = torch.cat(X["train"])
+    mean, std = tokens.mean(0), tokens.std(0) + 1e-6
+    norm = {k: [(x - mean) / std for x in v] for k, v in X.items()}
+    torch.manual_seed(setup.seed if seed is None else seed)
+    head = BiLSTMHead(box.hidden_size, hidden, setup.service.num_classes)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    y = torch.as_tensor(setup.train.labels)
+    best, curve = (-1.0, None, 0), []
+    for step in range(1, steps + 1):
+        loss = torch.nn.functional.cross_entropy(head(norm["train"]), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        entry = {"step": step, "train_loss": loss.item()}
+        if step % eval_every == 0 or step == steps:
+            with torch.no_grad():
+                entry["dev_acc"] = scores(head(norm["dev"]).numpy(), setup.dev.labels)["accuracy"]
+            if entry["dev_acc"] > best[0]:
+                best = (entry["dev_acc"], {k: v.clone() for k, v in head.state_dict().items()}, step)
+        curve.append(entry)
+    head.load_state_dict(best[1])
+    with torch.no_grad():
+        test = scores(head(norm["test"]).numpy(), setup.test.labels)
+    n = len(setup.train) + len(setup.dev) + len(setup.test)
+    return _result(setup, "feature_bilstm", test, m0, best_dev_acc=best[0], best_dev_step=best[2], steps=steps,
+                   hidden=hidden, lr=lr, curve=curve, wall_s=time.perf_counter() - t0,
+                   trainable_parameters=sum(p.numel() for p in head.parameters()),
+                   passes={"forward_examples": n, "backward_examples": 0},
+                   peak_rss_growth_bytes=peak_memory() - rss0)

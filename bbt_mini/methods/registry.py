@@ -19,7 +19,7 @@ from typing import Callable
 
 from ..core.paper import METHOD_NAMES
 from ..core.profiles import Profile, get_profile
-from . import baselines
+from . import baselines, finetune
 from .bbt import BBTConfig, run_bbt
 from .bbtv2 import BBTv2Config, run_bbtv2
 
@@ -42,6 +42,19 @@ def _prompt_tuning(setup, options: dict, progress: bool = True) -> dict:
 
 def _feature_mlp(setup, options: dict, progress: bool = True) -> dict:
     return baselines.feature_mlp(setup, **options)
+
+
+def _feature_bilstm(setup, options: dict, progress: bool = True) -> dict:
+    return baselines.feature_bilstm(setup, **options)
+
+
+def _finetune(name: str) -> Callable:
+    """The runner of a method of :mod:`bbt_mini.methods.finetune`: its :data:`~bbt_mini.methods.finetune.SETTINGS`,
+    then the options given."""
+    def run(setup, options: dict, progress: bool = True) -> dict:
+        defaults = {k: v for k, v in finetune.SETTINGS[name].items() if k != "source"}
+        return getattr(finetune, name)(setup, progress=progress, **{**defaults, **options})
+    return run
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,13 @@ METHODS = {m.name: m for m in (
     Method("prompt_tuning", _prompt_tuning, options=("prompt_length", "steps", "lr", "eval_every", "init"),
            sized=("prompt_length",), steps=True),
     Method("feature_mlp", _feature_mlp, options=("hidden", "steps", "lr", "weight_decay", "eval_every")),
+    Method("feature_bilstm", _feature_bilstm, options=("hidden", "steps", "lr", "weight_decay", "eval_every")),
+    Method("model_tuning", _finetune("model_tuning"), options=("steps", "lr", "eval_every"), steps=True),
+    Method("bitfit", _finetune("bitfit"), options=("steps", "lr", "eval_every", "terms"), steps=True),
+    Method("lora", _finetune("lora"), options=("steps", "lr", "eval_every", "rank", "alpha"), steps=True),
+    Method("p_tuning_v2", _finetune("p_tuning_v2"), options=("prompt_length", "steps", "lr", "eval_every"),
+           sized=("prompt_length",), steps=True),
+    Method("adapter", _finetune("adapter"), options=("steps", "lr", "eval_every", "bottleneck"), steps=True),
 )}
 TUNERS = tuple(name for name, m in METHODS.items() if m.tunes)
 
