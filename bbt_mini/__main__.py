@@ -22,7 +22,7 @@ from .core.paper import per_seed
 from .core.profiles import PROFILES, get_profile
 from .core.results import to_json
 from .core.settings import API_KEY_ENV, DEFAULT_MAX_MODEL_LEN, DEFAULT_PORT, DTYPE_NAMES, DTYPES
-from .data.tasks import TASKS, csv_task
+from .data.tasks import TASKS, csv_task, get_task
 from .lm.loading import check_label_words, model_folder, model_kind
 from .methods.bbt import BBTConfig, settings
 from .methods.experiment import PLACEMENTS
@@ -78,13 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", default="bbt", choices=tuple(METHODS))
     run.add_argument("--model", default="smollm2", help="smollm2 (offline), a hub name or a local folder")
     run.add_argument("--seed", type=int, default=1, help="seed of the split and the search (from 1)")
-    run.add_argument("--profile", choices=sorted(PROFILES), help="experiment size (default: $BBT_PROFILE, or "
-                     "colab on a GPU and small on a CPU)")
+    run.add_argument("--profile", choices=sorted(PROFILES), help="a book size: the profile's shots, budget and "
+                     "sizes. Without it: the sizes of $BBT_PROFILE, or colab on a GPU and small on a CPU, but the "
+                     "papers' 16 shots per class (or as many as the data affords, with a warning), and a tuner "
+                     "states its budget and the time it will take here before it starts")
     run.add_argument("--variant", help="template variant, e.g. `paper` for rotten_tomatoes")
     run.add_argument("--placement", choices=PLACEMENTS, default="prepend",
                      help="where the soft prompt goes: before the text, or between text and question (causal LMs)")
     config_flags(run)
-    run.add_argument("--k", type=int, help="examples per class for train (and as many for dev)")
+    run.add_argument("--k", type=int, help="examples per class for train (and as many for dev; default: the "
+                     "profile's with --profile, else the papers' 16 or as many as the data affords)")
     run.add_argument("--test-size", type=int, help="test examples (default: the profile's)")
     run.add_argument("--steps", type=int, help="prompt_tuning / feature_mlp: optimisation steps")
     run.add_argument("--per-class", type=int, help="icl: demonstrations per class (default: the whole k-shot train "
@@ -215,6 +218,23 @@ def check_paths(args) -> None:
         raise FileNotFoundError(f"--csv {args.csv}: no such file")
 
 
+def user_defaults(spec: RunSpec, paper_shots: bool, probe: bool) -> RunSpec:
+    """A user's run (a ``--csv``, or a ``--task`` without ``--profile``), not a chapter's: with ``paper_shots``
+    the papers' 16 shots per class, or as many as the data affords with a warning
+    (:func:`bbt_mini.run.own_data.user_k`); a tuner's budget stated before it starts, and (``probe``) the time it
+    will take here (:func:`bbt_mini.run.own_data.plan_lines`)."""
+    task = get_task(spec.task) if isinstance(spec.task, str) else spec.task
+    if paper_shots:
+        k, warning = own_data.user_k(task)
+        spec = dataclasses.replace(spec, k=k)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    if spec.tunes:
+        for line in own_data.plan_lines(spec, len(task.classes), probe=probe):
+            print(line, file=sys.stderr)
+    return spec
+
+
 def run(args) -> dict:
     if bool(args.task) == bool(args.csv):
         raise ValueError("give exactly one of --task or --csv")
@@ -241,16 +261,9 @@ def run(args) -> dict:
         labels = parse_labels(args.labels)
         kind = "causal" if args.service else model_kind(args.model)  # the configuration only: no weights load
         check_label_words(args.model, labels.values())  # the tokenizer only
-        task = csv_task(args.csv, args.template, labels, kind=kind)
-        spec = dataclasses.replace(spec, task=task)
-        if args.profile is None and args.k is None:  # a user's data: the papers' shots, not a chapter's sizes
-            k, warning = own_data.user_k(task)
-            spec = dataclasses.replace(spec, k=k)
-            if warning:
-                print(f"warning: {warning}", file=sys.stderr)
-        if spec.tunes:
-            for line in own_data.plan_lines(spec, len(task.classes), probe=not args.service):
-                print(line, file=sys.stderr)
+        spec = dataclasses.replace(spec, task=csv_task(args.csv, args.template, labels, kind=kind))
+    if args.csv or args.profile is None:
+        spec = user_defaults(spec, args.profile is None and args.k is None, not args.service)
     if args.save_prompt and isinstance(model_folder(args.model), Path):  # a hub model is not downloaded yet
         weights_digest(args.model)  # the fingerprint the prompt file will name, computed (and cached) before the run
     if args.api_key:  # a secret: it reaches the run through this process's environment, never through the spec

@@ -8,9 +8,12 @@ from tiny import tiny_folder
 import bbt_mini.lm.loading
 import bbt_mini.run.runs
 from bbt_mini.__main__ import build_parser, main, parse_labels
+from bbt_mini.core.profiles import PROFILES
 from bbt_mini.methods.bbt import BBTConfig
 from bbt_mini.methods.registry import METHODS
 from bbt_mini.data.tasks import TASKS
+from bbt_mini.run.own_data import PAPER_SHOTS
+from bbt_mini.run.timing import Plan
 
 SMALL = ["--budget", "8", "--popsize", "4", "--prompt-length", "2", "--intrinsic-dim", "4", "--k", "2",
          "--test-size", "6", "--eval-every", "4", "--p0", "zeros", "--dtype", "float32", "--device", "cpu", "--quiet"]
@@ -27,6 +30,24 @@ def no_model(monkeypatch):
     def load(*args, **kwargs):
         raise AssertionError("a model was loaded before the arguments were checked")
     monkeypatch.setattr(bbt_mini.lm.loading, "_load", load)
+
+
+@pytest.fixture()
+def no_probe(monkeypatch):
+    """The timing probe's two requests answered without a model: a run without --profile states its time from
+    them, and the real probe loads the model (SmolLM2 by default: slow on a CPU)."""
+    probe = {"population_s": 2.0, "one_s": 0.5, "examples": 2, "text_tokens": 20.0, "prompt_length": 10,
+             "popsize": 10}
+    monkeypatch.setattr(Plan, "probe", lambda self: probe)
+
+
+@pytest.fixture()
+def spec_seen(monkeypatch):
+    """The spec a command line runs, caught where the run would start (nothing runs)."""
+    seen = {}
+    monkeypatch.setattr(bbt_mini.run.runs, "run_with_setup",
+                        lambda spec, *a: (seen.update(spec=spec) or {"method": spec.method}, None))
+    return seen
 
 
 def test_run_bbt_writes_json(tiny, tmp_path, capsys):
@@ -82,6 +103,61 @@ def test_missing_csv_fails_before_any_model_loads(no_model, capsys):
     assert "missing.csv: no such file" in capsys.readouterr().err
 
 
+def test_a_task_run_without_profile_gets_the_papers_shots_and_states_its_budget_and_time_before_tuning(
+        tiny, tmp_path, monkeypatch, capsys):
+    real, said = bbt_mini.run.runs.run_with_setup, {}
+
+    def run_with_setup(spec, *args):  # what the run had said when tuning began
+        said["before"] = capsys.readouterr().err
+        return real(spec, *args)
+
+    monkeypatch.setattr(bbt_mini.run.runs, "run_with_setup", run_with_setup)
+    at = SMALL.index("--k")
+    out = tmp_path / "r.json"
+    assert main(["run", "--task", "rotten_tomatoes", "--model", tiny, "--method", "bbt", "--out", str(out),
+                 *SMALL[:at], *SMALL[at + 2:]]) == 0
+    r = json.loads(out.read_text())
+    assert r["k"] == PAPER_SHOTS and r["calls"] == 8
+    before = said["before"]
+    assert "bbt will spend 8 API calls (2 generations of 4) on 32 training rows (16 per class" in before
+    assert " on this machine (a probe of two requests" in before and "warning" not in before
+    assert "tuned against manual prompt" in capsys.readouterr().err  # the verdict comes after the run
+
+
+SMALL_SIZES = PROFILES["small"]
+
+
+@pytest.mark.parametrize("flags,k,stated", [
+    (["--profile", "small"], SMALL_SIZES.k_shot, False),  # a book size, as the chapters run it
+    (["--profile", "small", "--k", "3"], 3, False),
+    ([], PAPER_SHOTS, True),  # a user's run: the papers' shots, its budget and time stated first
+    (["--k", "3"], 3, True),
+])
+def test_profile_chooses_a_book_size_and_without_it_a_task_gets_the_users_defaults(
+        no_model, no_probe, spec_seen, capsys, flags, k, stated):
+    assert main(["run", "--task", "rotten_tomatoes", "--method", "bbt", *flags]) == 0
+    spec, err = spec_seen["spec"], capsys.readouterr().err
+    assert spec.k == k and ("will spend" in err) == stated and "warning" not in err
+    if flags[:2] == ["--profile", "small"]:
+        assert spec.profile == SMALL_SIZES and spec.config.budget == SMALL_SIZES.budget
+    if stated:
+        assert f"bbt will spend {spec.config.budget} API calls" in err and "on this machine" in err
+
+
+def test_a_task_that_affords_fewer_than_the_papers_shots_gets_what_it_affords_with_a_warning(
+        no_model, no_probe, spec_seen, monkeypatch, capsys):
+    rows = [{"text": f"review {i}", "label": i % 2} for i in range(14)]  # 7 a class: 3 for train, 3 for dev
+    few = dataclasses.replace(TASKS["rotten_tomatoes"], name="few_reviews", test_pool=0,
+                              loader=lambda: {"train": rows, "test": rows[:4]})
+    monkeypatch.setitem(TASKS, "few_reviews", few)
+    assert main(["run", "--task", "few_reviews", "--method", "bbt"]) == 0
+    err = capsys.readouterr().err
+    assert spec_seen["spec"].k == 3
+    assert "warning: few_reviews affords 3 shots per class" in err and "not the papers' 16" in err
+    assert "on 6 training rows (3 per class" in err
+    assert err.index("warning") < err.index("will spend")
+
+
 @pytest.mark.parametrize("args,message", [
     (["--k", "0"], "k must be at least 1"),
     (["--test-size", "0"], "test_size must be at least 1"),
@@ -113,13 +189,10 @@ OPTIONS = {"icl": (["--per-class", "1"], {"per_class": 1}), "prompt_tuning": (["
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_placement_and_method_options_reach_every_method(monkeypatch, method):
-    seen = {}
-    monkeypatch.setattr(bbt_mini.run.runs, "run_with_setup",
-                        lambda spec, *a: (seen.update(spec=spec) or {"method": spec.method}, None))
+def test_placement_and_method_options_reach_every_method(no_model, no_probe, spec_seen, method):
     flags, options = OPTIONS.get(method, ([], {}))
     assert main(["run", "--task", "rotten_tomatoes", "--method", method, "--placement", "between", *flags]) == 0
-    spec = seen["spec"]
+    spec = spec_seen["spec"]
     assert spec.method == method and spec.placement == "between"
     assert all(spec.setting(name) == value for name, value in options.items())
 
@@ -133,10 +206,8 @@ def test_the_registry_has_every_method_the_command_line_offers_with_a_label_and_
         assert row.tunes == (row.config is not None) and (not row.deep or row.tunes)
 
 
-def test_every_config_setting_has_its_flag_and_reaches_the_run(monkeypatch):
+def test_every_config_setting_has_its_flag_and_reaches_the_run(no_model, no_probe, spec_seen):
     """The flags are derived from BBTConfig: a new field gets a flag; the first landing's flags still parse."""
-    seen = {}
-    monkeypatch.setattr(bbt_mini.run.runs, "run_with_setup", lambda spec, *a: (seen.update(spec=spec) or {}, None))
     values = {"int": "3", "float": "0.5", "str": "zeros"}  # valid values: the spec checks them
     args, given = [], {}
     chosen = {"optimizer": "sep-cma"}  # not the default, and it takes every other setting (adapt_sigma's last)
@@ -146,7 +217,7 @@ def test_every_config_setting_has_its_flag_and_reaches_the_run(monkeypatch):
         args += ["--" + f.name.replace("_", "-"), value]
         given[f.name] = value
     assert main(["run", "--task", "rotten_tomatoes", *args]) == 0
-    config = dataclasses.asdict(seen["spec"].config)
+    config = dataclasses.asdict(spec_seen["spec"].config)
     assert {name: str(config[name]) for name in given} == given
     first_landing = ("--budget", "--prompt-length", "--intrinsic-dim", "--popsize", "--sigma0", "--alpha",
                      "--sampler", "--optimizer", "--loss", "--bound", "--eval-every", "--k", "--test-size", "--steps",

@@ -1,11 +1,12 @@
 """A user's own data gets a user's defaults, and a tuned prompt is judged against the manual one.
 
 The book's profiles size its experiments for its chapters (``small``: 8 shots per class on a CPU).
-A user's CSV run without ``--profile`` is tuned with the papers' shots instead, 16 per class (Sun et
-al., 2022a, Sec. 4.1), or as many as the CSV affords (each class's training rows give ``k`` for
-train and ``k`` for dev), said in a warning (:func:`user_k`); the budget is the profile's, stated
-before the run with the time it will take on this machine, from the chapters' timing probe
-(:func:`plan_lines`, :class:`bbt_mini.run.timing.Plan`).
+A user's run without ``--profile``, on a CSV or a registered task, is tuned with the papers' shots
+instead, 16 per class (Sun et al., 2022a, Sec. 4.1), or as many as the data affords (each class's
+training rows give ``k`` for train and ``k`` for dev), said in a warning (:func:`user_k`); the budget
+is the profile's, stated before the run with the time it will take on this machine, from the
+chapters' timing probe (:func:`plan_lines`, :class:`bbt_mini.run.timing.Plan`). ``--profile``
+chooses a book size, shots included.
 
 After a tuning run, :func:`against_manual` compares the tuned prompt with the manual prompt (the
 template alone) on dev and on test by the book's rule, paired by row
