@@ -141,7 +141,9 @@ HIDDEN = {"hide-input", "hide-cell", "remove-input", "remove-cell"}  # the reade
 CHAPTER_WORDS = {"01_lmaas": "lmaas", "02_intrinsic_dimension": "intrinsic", "03_cmaes": "cmaes",
                  "03b_bbt_gain": "cmaes",  # chapter 3's second half: its figures are chapter 3's
                  "04_divide_and_conquer": "divide", "05_normal_sampler": "normal", "06_price": "price",
-                 "07_more_data": "more", "08_your_prompt": "yours",
+                 "07_more_data": "more",
+                 "07b_baselines": "more",  # chapter 7's second half
+                 "08_your_prompt": "yours",
                  "benchmark": "bench"}
 FENCE = re.compile(r"^(`{3,}|~{3,})\s*(\{([\w:-]+)\})?\s*(.*)$")
 DRAWS = re.compile(r"\bplt\.(show|subplots|figure|plot|imshow|scatter|hist|bar|errorbar)\(|"

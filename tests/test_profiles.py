@@ -289,3 +289,16 @@ def test_the_run_cache_key_is_the_code_hash_so_a_comment_keeps_it_and_code_does_
     monkeypatch.setattr(runs, "code_hash", lambda: "another code")
     assert runs.cached_run("manual", "rotten_tomatoes", seed=1, profile="ci", device="cpu")["cached"] is False
     assert len(counted_runs) == 2
+
+
+def test_search_sizes_are_whole_bbtv2_rounds_where_a_profile_affords_them():
+    from bbt_mini.core.profiles import PROFILES, search_sizes
+
+    small = search_sizes(PROFILES["small"], 30)
+    assert small == dict(k=2, test_size=200, popsize=5, budget=150, eval_every=50)
+    for name in ("colab", "full"):
+        p = PROFILES[name]
+        s = search_sizes(p, 24)
+        assert s["budget"] % (s["popsize"] * 24) == 0 and s["budget"] <= max(p.bbtv2_budget, s["popsize"] * 24)
+        assert "k" not in s  # the profile's shots
+    assert search_sizes(PROFILES["ci"], 30)["budget"] == 12  # a part of one round: four generations of 3

@@ -74,3 +74,21 @@ def test_each_measurement_says_when_where_and_how():
         for field in ("- Date:", "- Machine:", "- Command"):
             assert field in text, f"{path.name} lacks {field!r}"
         assert path.name[:10] in text.split("- Date:")[1].splitlines()[0], f"{path.name}: its date line differs"
+
+
+def test_readme_baseline_settings_are_the_codes():
+    """Each gradient baseline's row in the README's table states the learning rate and steps it runs with."""
+    import inspect
+
+    from bbt_mini.methods import baselines, finetune
+    from bbt_mini.methods.registry import METHODS
+
+    rows = {m.strip("` "): cells for line in README.read_text().splitlines() if line.startswith("| `")
+            for *names, cells in [line.split("|")[1:-1]] for m in names[0].split("/")}
+    gradient = [m for m, row in METHODS.items() if row.steps or m.startswith("feature_")]
+    assert set(gradient) <= set(rows), f"methods missing from the README's table: {set(gradient) - set(rows)}"
+    for m in gradient:
+        own = finetune.SETTINGS.get(m) or {k: p.default for k, p in
+                                           inspect.signature(getattr(baselines, m)).parameters.items()}
+        assert f"{own['lr']:g}" in rows[m], (m, rows[m])
+        assert f"{own['steps']} steps" in rows[m], (m, rows[m])

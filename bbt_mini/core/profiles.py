@@ -113,6 +113,25 @@ def task_sizes(task: str, profile: Profile) -> dict:
     return dict(TASK_SIZES.get(task, {}).get(profile.name, {}))
 
 
+def search_sizes(profile: Profile, layers: int) -> dict:
+    """The sizes of chapter 4's comparison of searches on Rotten Tomatoes, which chapter 7's gradient
+    baselines share (so they read each other's cached runs): shots and test sentences, and every tuner's
+    population, calls and dev checks.
+
+    Every BBTv2 run is whole rounds, as the authors' ``deepbbt.py`` runs it: a round is one generation for
+    every one of the model's ``layers``, ``popsize x layers`` calls. ``small`` affords one round of a
+    population of 5 (150 calls on SmolLM2's 30 layers) with 2 shots per class, to afford three seeds of
+    five tuners; ``colab`` and ``full`` as many rounds of the profile's population as their BBTv2 budget
+    holds, at the profile's shots; ``ci`` four generations, a part of one round.
+    """
+    popsize = profile.pick(ci=3, small=5, colab=profile.popsize, full=profile.popsize)
+    rounds = max(1, profile.bbtv2_budget // (popsize * layers))
+    calls = profile.pick(ci=4 * popsize, small=popsize * layers, colab=rounds * popsize * layers,
+                         full=rounds * popsize * layers)
+    shots = profile.pick(ci=dict(k=1, test_size=10), small=dict(k=2, test_size=200), colab={}, full={})
+    return dict(shots, popsize=popsize, budget=calls, eval_every=min(calls, profile.eval_every))
+
+
 def get_profile(name: str | Profile | None = None) -> Profile:
     """The profile called ``name`` (a :class:`Profile` passes through), else ``$BBT_PROFILE``, else colab on a
     GPU and small on a CPU."""
