@@ -48,7 +48,7 @@ TARGETS = {"roberta_8000_calls_s": 25.0, "speedup_vs_naive": 18.0, "peak_gb": 3.
 # A loan's order of value: every chapter in the colab profile, the shortest first, then the benchmark.
 LEASE_ORDER = ["01_lmaas", "02_intrinsic_dimension", "03_cmaes", "03b_bbt_gain", "07_more_data",
                "04_divide_and_conquer", "benchmark", "06_price", "05_normal_sampler",
-               "08_your_prompt"]
+               "08_your_prompt", "07b_baselines"]
 MIN_CHAPTER_S = 60  # a chapter is not started with less time than this before the deadline
 MIN_BENCH_S = 120  # nor the benchmark (model loads and warm-up alone take tens of seconds)
 T4_FP16_TFLOPS, T4_EFFICIENCY = 65.0, 0.35  # T4 datasheet (fp16 tensor cores); an assumed efficiency
